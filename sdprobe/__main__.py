@@ -1,0 +1,5 @@
+import sys
+
+from sdprobe.cli import main
+
+sys.exit(main())

@@ -1,0 +1,45 @@
+"""The ``sdprobe`` command line. Each sub-command lives in its own module of this package and exposes
+``add_parser(subparsers)``; the command's function imports what it needs, so ``--help`` stays fast.
+Only this package turns command lines into library calls.
+"""
+
+from __future__ import annotations
+
+import argparse
+import importlib
+import logging
+import sys
+
+from sdprobe.errors import SdprobeError
+
+COMMANDS = (  # module names under sdprobe.cli, in the order --help lists them
+    "generate",
+    "evaluate",
+    "train_organism",
+)
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="sdprobe",
+        description="Find the critical weights of text-to-image diffusion models by pruning them.",
+    )
+    parser.add_argument("-v", "--verbose", action="store_true", help="log debug messages")
+    sub = parser.add_subparsers(dest="command", metavar="COMMAND", required=True)
+    for name in COMMANDS:
+        importlib.import_module(f"sdprobe.cli.{name}").add_parser(sub)
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    try:
+        return int(args.func(args) or 0)
+    except (SdprobeError, ValueError, FileNotFoundError, FileExistsError) as exc:
+        print(f"sdprobe {args.command}: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"sdprobe {args.command}: interrupted; finished work is kept and the command resumes", file=sys.stderr)
+        return 130

@@ -1,0 +1,31 @@
+"""``sdprobe train-organism``: train the tiny-shapes organism from its fixed seed."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sdprobe.cli.common import positive_int
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("train-organism", help="train the tiny-shapes organism (CPU, about an hour)",
+                       description="Train the organism; a killed run resumes from its last checkpoint in --work.")
+    p.add_argument("-o", "--out", type=Path, required=True, help="pipeline folder to write")
+    p.add_argument("--work", type=Path, default=None, help="checkpoint folder (default: OUT.work)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--vae-steps", type=positive_int, default=600)
+    p.add_argument("--unet-steps", type=positive_int, default=5000)
+    p.add_argument("--batch-size", type=positive_int, default=64)
+    p.add_argument("--save-every", type=positive_int, default=500)
+    p.set_defaults(func=run)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sdprobe.organism.train import TrainConfig, train
+
+    cfg = TrainConfig(seed=args.seed, vae_steps=args.vae_steps, unet_steps=args.unet_steps,
+                      batch_size=args.batch_size, save_every=args.save_every)
+    work = args.work or args.out.with_name(args.out.name + ".work")
+    train(args.out, work, cfg)
+    return 0

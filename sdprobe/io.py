@@ -1,0 +1,67 @@
+"""Small, atomic file writers shared by runs, reports and the CLI."""
+
+from __future__ import annotations
+
+import json
+import os
+import tempfile
+from pathlib import Path
+
+import numpy as np
+
+
+def atomic_write_bytes(path: Path, data: bytes) -> None:
+    """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(data)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    atomic_write_bytes(path, text.encode("utf-8"))
+
+
+def write_json(path: Path, obj) -> None:
+    atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
+
+
+def read_json(path: Path):
+    return json.loads(Path(path).read_text())
+
+
+def image_grid(images: np.ndarray, columns: int, pad: int = 1) -> np.ndarray:
+    """Tile (N, H, W, 3) images in [0, 1] into one uint8 grid with ``pad`` pixels of gray between them."""
+    from sdprobe.generate import to_uint8
+
+    imgs = to_uint8(images)
+    n, h, w, _ = imgs.shape
+    rows = -(-n // columns)
+    grid = np.full((rows * (h + pad) + pad, columns * (w + pad) + pad, 3), 128, dtype=np.uint8)
+    for i, im in enumerate(imgs):
+        r, c = divmod(i, columns)
+        grid[pad + r * (h + pad) : pad + r * (h + pad) + h, pad + c * (w + pad) : pad + c * (w + pad) + w] = im
+    return grid
+
+
+def save_image_grid(images: np.ndarray, path: Path, columns: int, scale: int = 1) -> None:
+    """Save images as one PNG grid, atomically; ``scale`` enlarges it with nearest-neighbour pixels."""
+    import io
+
+    from PIL import Image
+
+    grid = image_grid(images, columns)
+    img = Image.fromarray(grid)
+    if scale > 1:
+        img = img.resize((img.width * scale, img.height * scale), Image.NEAREST)
+    buf = io.BytesIO()
+    img.save(buf, format="PNG")
+    atomic_write_bytes(path, buf.getvalue())

@@ -1,0 +1,7 @@
+"""Metrics that score generated images (see :mod:`sdprobe.metrics.base` for the interface)."""
+
+from sdprobe.metrics.base import Metric, aggregate
+from sdprobe.metrics.distance import DistanceMetric
+from sdprobe.metrics.oracle import OracleMetric
+
+__all__ = ["Metric", "aggregate", "DistanceMetric", "OracleMetric"]

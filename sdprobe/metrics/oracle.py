@@ -1,0 +1,40 @@
+"""Oracle accuracy per attribute and the unreadable rate, for the tiny-shapes organism."""
+
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+import pandas as pd
+
+from sdprobe.world import MEANINGS, parse_prompt, read
+
+
+class OracleMetric:
+    """Per-attribute accuracy read by the exact oracle.
+
+    For each image the columns are: one per meaning (1.0 right, 0.0 wrong or unreadable, NaN when the prompt
+    does not state it), ``unreadable`` (1.0 or 0.0), and ``read_<meaning>`` (what the oracle read, for bias probes).
+
+    Example:
+        >>> OracleMetric().score(["a red circle"], images).loc[0, "color"]
+        1.0
+    """
+
+    name = "oracle"
+    higher_is_better = {**{m: True for m in MEANINGS}, "unreadable": False}
+
+    def score(self, prompts: Sequence[str], images: np.ndarray, reference: np.ndarray | None = None) -> pd.DataFrame:
+        if len(prompts) != len(images):
+            raise ValueError(f"{len(prompts)} prompts but {len(images)} images")
+        rows = []
+        for prompt, image in zip(prompts, images):
+            stated = parse_prompt(prompt).stated()
+            reading = read(image)
+            row: dict[str, float | str | None] = {"unreadable": float(not reading.readable)}
+            for m in MEANINGS:
+                got = reading.attributes[m] if reading.readable else None
+                row[m] = float(got == stated[m]) if m in stated else np.nan
+                row[f"read_{m}"] = got
+            rows.append(row)
+        return pd.DataFrame(rows)

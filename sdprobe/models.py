@@ -1,0 +1,106 @@
+"""Loading pipelines: the built-in organism, local diffusers folders and hub ids (safetensors only)."""
+
+from __future__ import annotations
+
+import logging
+from pathlib import Path
+
+import torch
+
+log = logging.getLogger(__name__)
+
+BUILTIN_PREFIX = "builtin:"
+BUILTINS: dict[str, Path] = {"tiny-shapes": Path(__file__).parent / "organism" / "tiny-shapes"}
+SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
+_PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
+
+
+class ModelLoadError(ValueError):
+    """The model could not be found or is not acceptable (unknown name, pickle weights, unsupported class)."""
+
+
+def builtin_names() -> list[str]:
+    return [BUILTIN_PREFIX + n for n in BUILTINS]
+
+
+def resolve(model: str) -> Path | str:
+    """Turn a ``--model`` argument into a local folder or a hub id.
+
+    Args:
+        model (str): ``builtin:NAME``, a local diffusers folder, or a hub id ``owner/name``.
+
+    Raises:
+        ModelLoadError: an unknown built-in, or a path that does not exist.
+    """
+    if model.startswith(BUILTIN_PREFIX):
+        name = model[len(BUILTIN_PREFIX):]
+        if name not in BUILTINS:
+            raise ModelLoadError(f"unknown built-in model {model!r}; built-ins: {', '.join(builtin_names())}")
+        path = BUILTINS[name]
+        if not (path / "model_index.json").exists():
+            raise ModelLoadError(f"built-in {model!r} has no weights at {path}; reinstall sdprobe")
+        return path
+    path = Path(model).expanduser()
+    if path.exists():
+        if not (path / "model_index.json").exists():
+            raise ModelLoadError(f"{path} is not a diffusers pipeline folder (no model_index.json)")
+        return path
+    looks_like_hub_id = model.count("/") == 1 and not model.startswith((".", "/", "~"))
+    if looks_like_hub_id:
+        return model
+    raise ModelLoadError(
+        f"model {model!r} not found: looked for a local folder at {path.resolve()} and it is not a hub id "
+        f"(owner/name). Built-ins: {', '.join(builtin_names())}"
+    )
+
+
+def check_safetensors(path: Path) -> None:
+    """Refuse a pipeline folder whose weights are only pickles (``.bin``, ``.ckpt``, ...)."""
+    for sub in sorted(p for p in path.iterdir() if p.is_dir()):
+        files = [f.name for f in sub.iterdir()]
+        has_pickle = any(f.endswith(_PICKLE_SUFFIXES) for f in files)
+        has_safe = any(f.endswith(".safetensors") for f in files)
+        if has_pickle and not has_safe:
+            raise ModelLoadError(
+                f"{sub} holds only pickle weights ({', '.join(f for f in files if f.endswith(_PICKLE_SUFFIXES))}); "
+                "sdprobe loads safetensors only. Convert them with save_pretrained(..., safe_serialization=True)"
+            )
+
+
+def load_pipeline(model: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
+    """Load a Stable Diffusion pipeline for probing.
+
+    Args:
+        model (str): ``builtin:tiny-shapes``, a local diffusers folder, or a hub id.
+        device (str | torch.device): where to put it. Default: ``"cpu"``.
+        dtype (torch.dtype): weight dtype. Default: ``torch.float32`` (use fp16/bf16 on CUDA only).
+
+    Returns:
+        DiffusionPipeline: a ``StableDiffusionPipeline`` or ``StableDiffusionXLPipeline`` with progress bars off.
+
+    Raises:
+        ModelLoadError: unknown name, missing folder, pickle-only weights, unreachable hub, unsupported class.
+
+    Example:
+        >>> pipe = load_pipeline("builtin:tiny-shapes")
+    """
+    from diffusers import DiffusionPipeline
+
+    where = resolve(model)
+    if isinstance(where, Path):
+        check_safetensors(where)
+    try:
+        pipe = DiffusionPipeline.from_pretrained(where, torch_dtype=dtype, use_safetensors=True)
+    except (OSError, EnvironmentError) as exc:
+        if isinstance(where, Path):
+            raise ModelLoadError(f"could not load {where}: {exc}") from exc
+        raise ModelLoadError(
+            f"could not fetch hub model {model!r} ({type(exc).__name__}). The hub needs network access; without it, "
+            "download the model elsewhere and pass its local folder to --model"
+        ) from exc
+    name = type(pipe).__name__
+    if name not in SUPPORTED_PIPELINES:
+        raise ModelLoadError(f"unsupported pipeline class {name}; supported: {', '.join(SUPPORTED_PIPELINES)}")
+    pipe.set_progress_bar_config(disable=True)
+    return pipe.to(device)
+
