@@ -25,6 +25,8 @@ class OracleConfig:
     second_blob_ratio: float = 0.25  # a second blob this large relative to the main one makes the image unreadable
     max_stray: float = 0.35  # foreground outside the main blob, relative to its area, beyond which it is noise
     max_background_std: float = 0.12  # std of the background pixels beyond which the image is noise
+    max_area_fraction: float = 0.4  # a blob covering more of the image than this is not a shape of the world
+    max_color_std: float = 0.2  # std of the colors inside the blob's core beyond which the blob is noise
     square_fill: float = 0.88  # fill ratio above which a blob is a square
     triangle_taper: float = 0.5  # top-third over bottom-third width below which a blob is an (upward) triangle
     large_extent: float = 9.5  # bounding-box side (pixels, at 32 px) above which a blob is large
@@ -95,7 +97,11 @@ def read(image, config: OracleConfig = DEFAULT_ORACLE) -> Reading:
     if img[~fg].std() > config.max_background_std:
         return Reading(None, "noise")
 
+    if main_area > config.max_area_fraction * fg.size:
+        return Reading(None, "fills the image")
     core = blob & (departure > 0.5 * departure[blob].max())
+    if img[core].std(axis=0).max() > config.max_color_std:
+        return Reading(None, "noise")
     mean = img[core].mean(axis=0)
     names = list(COLORS)
     palette = np.asarray([COLORS[c] for c in names], dtype=np.float32)

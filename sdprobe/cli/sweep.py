@@ -1,0 +1,86 @@
+"""``sdprobe sweep``: a progressive pruning sweep with automatic threshold refinement."""
+
+from __future__ import annotations
+
+import argparse
+from pathlib import Path
+
+from sdprobe.cli.common import add_generation_args, add_model_args, generation_config, load, positive_int
+
+COMPONENT_CHOICES = ("text_encoder", "text_encoder_2", "unet", "both")
+
+
+def _budget(text: str) -> tuple[str, float]:
+    try:
+        comp, value = text.split("=")
+        return comp, float(value)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected COMPONENT=OFFSET, e.g. text_encoder=0.125, got {text!r}") from None
+
+
+def add_parser(sub) -> None:
+    from sdprobe.sweep.config import METHODS
+
+    p = sub.add_parser("sweep", help="prune progressively, generate and score at every level",
+                       description="Prune a component (or several) in fine steps, score the images at every level, "
+                                   "and bisect around collapses. Resumes an interrupted run with the same command.")
+    add_model_args(p)
+    add_generation_args(p)
+    p.add_argument("--component", default="text_encoder", choices=COMPONENT_CHOICES,
+                   help="what to prune; 'both' = text encoder(s) and UNet (default: %(default)s)")
+    p.add_argument("--select", nargs="+", default=None, metavar="SELECTOR",
+                   help="narrow the scope with selectors, e.g. unet.attn2 text_encoder.mlp (default: whole components)")
+    p.add_argument("--offset", nargs="+", type=_budget, default=[], metavar="COMPONENT=OFFSET",
+                   help="per-component sparsity offset from the level, e.g. text_encoder=0.125 (joint line)")
+    p.add_argument("--method", default="magnitude", choices=METHODS, help="scoring method (default: %(default)s)")
+    p.add_argument("--group", default=None, help="comparison group: matrix, row, global or nm:M (default: method's)")
+    p.add_argument("--include-conv", action="store_true", help="also prune Conv2d weights")
+    p.add_argument("--start", type=float, default=0.0)
+    p.add_argument("--stop", type=float, default=0.95)
+    p.add_argument("--step", type=float, default=0.05)
+    p.add_argument("--refine", type=float, default=0.005, help="bisection resolution; 0 disables (default: %(default)s)")
+    p.add_argument("--prompts", type=Path, default=None, help="text file, one prompt per line (default: organism grammar)")
+    p.add_argument("-n", "--n-prompts", type=positive_int, default=64, help="prompts drawn from the grammar")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--metrics", nargs="+", default=["oracle", "distance"])
+    p.add_argument("--out", type=Path, required=True, help="run directory")
+    p.set_defaults(func=run)
+
+
+def config_from_args(args: argparse.Namespace):
+    from sdprobe.architecture import COMPONENTS
+    from sdprobe.sweep.config import ComponentPlan, SweepConfig
+
+    comps = [c for c in COMPONENTS if c in ("text_encoder", "unet")] if args.component == "both" else [args.component]
+    offsets = dict(args.offset)
+    unknown = sorted(set(offsets) - set(comps))
+    if unknown:
+        raise ValueError(f"--offset names {unknown}, which this sweep does not prune ({', '.join(comps)})")
+    plans = {}
+    for c in comps:
+        sel = [s for s in (args.select or []) if s.split(".")[0] == c] or ([c] if not args.select else [])
+        if sel:
+            plans[c] = ComponentPlan(sel, offsets.get(c, 0.0))
+    if args.select:
+        stray = [s for s in args.select if s.split(".")[0] not in comps]
+        if stray:
+            raise ValueError(f"selectors {stray} are outside --component {args.component}")
+    prompts = None
+    if args.prompts is not None:
+        prompts = [line.strip() for line in args.prompts.read_text().splitlines() if line.strip()]
+        if not prompts:
+            raise ValueError(f"{args.prompts} holds no prompt")
+    return SweepConfig(model=args.model, components=plans, method=args.method, group=args.group,
+                       include_conv=args.include_conv, start=args.start, stop=args.stop, step=args.step,
+                       refine=args.refine or None, prompts=prompts, n_prompts=args.n_prompts, seed=args.seed,
+                       metrics=args.metrics, generation=generation_config(args), device=args.device, dtype=args.dtype)
+
+
+def run(args: argparse.Namespace) -> int:
+    from sdprobe.sweep import run_sweep
+
+    config = config_from_args(args)  # validates before the model loads
+    pipe = load(args)
+    run_dir = run_sweep(pipe, config, args.out)
+    print(run_dir.path)
+    return 0

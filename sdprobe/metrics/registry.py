@@ -1,0 +1,28 @@
+"""Metrics by name, for configs and the CLI."""
+
+from __future__ import annotations
+
+import importlib
+
+REGISTRY: dict[str, str] = {  # name -> "module:Class"
+    "oracle": "sdprobe.metrics.oracle:OracleMetric",
+    "distance": "sdprobe.metrics.distance:DistanceMetric",
+    "clipscore": "sdprobe.metrics.clipscore:CLIPScoreMetric",
+    "unreadable": "sdprobe.metrics.unreadable:UnreadableMetric",
+}
+
+
+def make_metric(name: str, **kwargs):
+    """Build a metric by name; ``kwargs`` go to its constructor (e.g. ``clip_path`` for CLIPScore)."""
+    if name not in REGISTRY:
+        raise ValueError(f"unknown metric {name!r}; valid: {', '.join(REGISTRY)}")
+    module, cls = REGISTRY[name].split(":")
+    return getattr(importlib.import_module(module), cls)(**kwargs)
+
+
+def make_metrics(names: list[str], options: dict[str, dict] | None = None) -> list:
+    """Build several metrics; ``options`` maps a metric name to its constructor arguments."""
+    if not names:
+        raise ValueError(f"no metric given; valid: {', '.join(REGISTRY)}")
+    options = options or {}
+    return [make_metric(n, **options.get(n, {})) for n in names]

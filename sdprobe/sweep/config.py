@@ -1,0 +1,108 @@
+"""Configuration of a progressive pruning sweep."""
+
+from __future__ import annotations
+
+from dataclasses import asdict, dataclass, field
+
+import numpy as np
+
+from sdprobe.generate import GenerationConfig
+
+METHODS = ("magnitude", "magnitude-global", "wanda", "random", "owl-magnitude", "owl-wanda", "nm")
+DEFAULT_GROUP = {  # comparison group of each method: within which scores are ranked
+    "magnitude": "matrix",
+    "magnitude-global": "global",
+    "wanda": "row",
+    "random": "matrix",
+    "owl-magnitude": "matrix",
+    "owl-wanda": "row",
+    "nm": "nm:4",
+}
+GRID_DECIMALS = 4  # levels are rounded to this many decimals, so resumed runs name the same levels
+MAX_COMPONENT_SPARSITY = 0.99  # a component's sparsity (level + offset) is clamped below this
+
+
+@dataclass
+class ComponentPlan:
+    """What to prune in one component and how its sparsity follows the sweep level.
+
+    Attributes:
+        selectors (list[str]): architecture selectors, e.g. ``["text_encoder"]`` or ``["unet.attn2"]``.
+        offset (float): this component's sparsity is ``level + offset`` (the SD2 study's joint line uses
+            text encoder = UNet + 0.125). Default: 0.
+    """
+
+    selectors: list[str]
+    offset: float = 0.0
+
+    def sparsity(self, level: float) -> float:
+        return float(min(max(level + self.offset, 0.0), MAX_COMPONENT_SPARSITY))
+
+
+@dataclass
+class SweepConfig:
+    """Everything that determines a sweep's results. Saved as the run's ``config.json``; a resume must match it."""
+
+    model: str = "builtin:tiny-shapes"
+    components: dict[str, ComponentPlan] = field(default_factory=lambda: {"text_encoder": ComponentPlan(["text_encoder"])})
+    method: str = "magnitude"
+    group: str | None = None  # comparison group; None: the method's default (DEFAULT_GROUP)
+    include_conv: bool = False  # also prune Conv2d weights (the SD2 study pruned Linear only)
+    start: float = 0.0  # first level of the uniform grid
+    stop: float = 0.95  # last level of the uniform grid
+    step: float = 0.05  # grid spacing
+    refine: float | None = 0.005  # bisect collapse brackets down to this resolution; None: no refinement
+    max_refine_rounds: int = 12  # refinement rounds at most (each round evaluates the proposed levels)
+    prompts: list[str] | None = None  # explicit prompts; None: draw n_prompts from the organism's grammar
+    n_prompts: int = 64  # prompts drawn when ``prompts`` is None
+    seed: int = 0  # draws prompts, generation seeds and random scores
+    n_samples: int = 8  # the first n_samples prompts are saved as image strips at every level
+    n_calibration: int = 32  # calibration prompts for Wanda / OWL-Wanda
+    metrics: list[str] = field(default_factory=lambda: ["oracle", "distance"])
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    device: str = "cpu"
+    dtype: str = "float32"
+
+    def __post_init__(self) -> None:
+        if self.method not in METHODS:
+            raise ValueError(f"unknown method {self.method!r}; valid: {', '.join(METHODS)}")
+        for name, value in (("start", self.start), ("stop", self.stop)):
+            if not 0.0 <= value < 1.0:
+                raise ValueError(f"{name} sparsity must be in [0, 1), got {value}")
+        if self.start > self.stop:
+            raise ValueError(f"start ({self.start}) must not exceed stop ({self.stop})")
+        if self.step <= 0:
+            raise ValueError(f"step must be positive, got {self.step}")
+        if self.refine is not None and self.refine <= 0:
+            raise ValueError(f"refine resolution must be positive, got {self.refine}")
+        if not self.components:
+            raise ValueError("no component to prune; give at least one of text_encoder, text_encoder_2, unet")
+        if self.prompts is not None and len(self.prompts) == 0:
+            raise ValueError("the prompt list is empty")
+        if self.n_prompts <= 0 or self.n_samples < 0:
+            raise ValueError("n_prompts must be positive and n_samples non-negative")
+        if isinstance(self.generation, dict):
+            self.generation = GenerationConfig(**self.generation)
+        self.components = {k: ComponentPlan(**v) if isinstance(v, dict) else v for k, v in self.components.items()}
+
+    @property
+    def comparison_group(self) -> str:
+        return self.group or DEFAULT_GROUP[self.method]
+
+    def grid(self) -> list[float]:
+        """The uniform grid of levels, start..stop inclusive."""
+        n = int(np.floor((self.stop - self.start) / self.step + 1e-9))
+        levels = [round(self.start + i * self.step, GRID_DECIMALS) for i in range(n + 1)]
+        return sorted(set(levels))
+
+    def max_sparsity(self, component: str) -> float:
+        """The highest sparsity the component reaches, refinement included."""
+        return self.components[component].sparsity(self.stop)
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    @classmethod
+    def from_dict(cls, d: dict) -> "SweepConfig":
+        d = {k: v for k, v in d.items() if k in cls.__dataclass_fields__}
+        return cls(**d)

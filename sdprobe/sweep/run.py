@@ -1,0 +1,160 @@
+"""Progressive pruning sweeps: prune in fine steps without reloading, generate, score, refine, resume.
+
+Scores are computed once per component and sorted once (:class:`sdprobe.prune.ProgressiveMask`), so moving from
+one level to the next touches only the weights that change. Every level uses the same prompts, seeds and initial
+noise. Each finished level is written atomically to the run directory before the next starts, so a killed sweep
+started again with the same command resumes without losing or repeating a row.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import logging
+from typing import Iterator
+
+import numpy as np
+import pandas as pd
+from tqdm.auto import tqdm
+
+from sdprobe.architecture import select
+from sdprobe.errors import RunError
+from sdprobe.generate import generate
+from sdprobe.io import save_image_grid, write_json
+from sdprobe.metrics import make_metrics
+from sdprobe.prune import ProgressiveMask, make_scorer
+from sdprobe.runs import SAMPLES, RunDir
+from sdprobe.sweep.config import GRID_DECIMALS, SweepConfig
+from sdprobe.thresholds import next_levels
+from sdprobe.world import format_prompt, sample_specs
+
+log = logging.getLogger(__name__)
+SAMPLE_SCALE = 2  # sample strips are enlarged this many times (nearest neighbour) for the report
+
+
+def sweep_prompts(config: SweepConfig) -> tuple[list[str], list[int]]:
+    """The fixed prompts and seeds of a sweep (drawn from the organism's grammar unless given)."""
+    rng = np.random.default_rng(config.seed)
+    prompts = list(config.prompts) if config.prompts else [format_prompt(s) for s in sample_specs(config.n_prompts, rng)]
+    seeds = rng.integers(0, 2**31 - 1, size=len(prompts)).tolist()
+    return prompts, seeds
+
+
+def calibration_prompts(config: SweepConfig, prompts: list[str]) -> list[str]:
+    """Calibration prompts for activation-aware methods: drawn independently of the evaluation prompts."""
+    if config.prompts:
+        return prompts[: config.n_calibration]
+    rng = np.random.default_rng(config.seed + 1)
+    return [format_prompt(s) for s in sample_specs(config.n_calibration, rng, p_omit=0.3)]
+
+
+@contextlib.contextmanager
+def progressive_masks(pipe, config: SweepConfig, calibration: list[str]) -> Iterator[dict[str, ProgressiveMask]]:
+    """One :class:`ProgressiveMask` per pruned component; all weights are restored exactly on exit."""
+    with contextlib.ExitStack() as stack:
+        masks = {}
+        for component, plan in config.components.items():
+            refs = select(pipe, plan.selectors, include_conv=config.include_conv)
+            wrong = sorted({r.component for r in refs} - {component})
+            if wrong:
+                raise ValueError(f"selectors {plan.selectors} of component {component!r} select weights of {wrong}")
+            scorer = make_scorer(config.method, pipe, calibration_prompts=calibration, seed=config.seed,
+                                 generation=config.generation)
+            scores = scorer.scores(refs)
+            mask = ProgressiveMask(refs, scores, group=config.comparison_group,
+                                   allocation=getattr(scorer, "allocation", None),
+                                   max_sparsity=config.max_sparsity(component))
+            masks[component] = stack.enter_context(mask)
+            del scores
+        yield masks
+
+
+def _set_level(masks: dict[str, ProgressiveMask], config: SweepConfig, level: float) -> None:
+    for component, mask in masks.items():
+        mask.set_sparsity(config.components[component].sparsity(level))
+
+
+def _evaluate_level(pipe, config, masks, level, prompts, seeds, reference, metrics):
+    """Generate and score one level; returns (rows, per-tensor sparsity table, images)."""
+    _set_level(masks, config, level)
+    images = generate(pipe, prompts, seeds, config.generation)
+    table = pd.DataFrame({"level": level, "prompt": prompts, "seed": seeds, "index": np.arange(len(prompts))})
+    for metric in metrics:
+        table = pd.concat([table, metric.score(prompts, images, reference)], axis=1)
+    stats, layers = {}, []
+    scope_zero = scope_numel = 0
+    for component, mask in masks.items():
+        s = mask.stats(pipe)
+        stats[f"sparsity_{component}"] = s["component_sparsity"][component]
+        stats[f"sparsity_scope_{component}"] = s["scope_sparsity"]
+        scope_zero += s["scope_sparsity"] * s["scope_numel"]
+        scope_numel += s["scope_numel"]
+        layers.append(mask.layer_table(mask.sparsity))
+    table.insert(1, "sparsity_scope", scope_zero / max(scope_numel, 1))
+    for k, v in stats.items():
+        table[k] = v
+    return table, pd.concat(layers, ignore_index=True), images
+
+
+def run_sweep(pipe, config: SweepConfig, out, progress: bool = True) -> RunDir:
+    """Run (or resume) a progressive sweep and write its run directory.
+
+    Args:
+        pipe: the loaded pipeline (see :func:`sdprobe.models.load_pipeline`).
+        config (SweepConfig): what to prune, how, at which levels, with which prompts and metrics.
+        out (Path): the run directory; resumed when it holds a run with the same config.
+        progress (bool): show a progress bar with ETA. Default: True.
+
+    Returns:
+        RunDir: the finished run.
+
+    Raises:
+        RunError: ``out`` holds a run with a different config (the message says what differs).
+
+    Example:
+        >>> run = run_sweep(pipe, SweepConfig(components={"text_encoder": ComponentPlan(["text_encoder"])}), "runs/te")
+        >>> run.results().groupby("level")["color"].mean()
+    """
+    metrics = make_metrics(config.metrics)
+    higher = {col: hib for m in metrics for col, hib in m.higher_is_better.items()}
+    run = RunDir.open_or_create(out, {**config.to_dict(), "higher_is_better": higher})
+    prompts, seeds = sweep_prompts(config)
+    n_samples = min(config.n_samples, len(prompts))
+    write_json(run.path / SAMPLES, {"prompts": prompts[:n_samples], "seeds": seeds[:n_samples]})
+    reference = generate(pipe, prompts, seeds, config.generation) if any(m.name == "distance" for m in metrics) else None
+    quantities = [c for c, _ in higher.items() if c != "distance"]
+
+    with progressive_masks(pipe, config, calibration_prompts(config, prompts)) as masks:
+        todo = [lv for lv in config.grid() if not run.has_level(lv)]
+        bar = tqdm(total=len(config.grid()), initial=len(config.grid()) - len(todo), desc="sweep", unit="level",
+                   disable=not progress)
+        rounds = 0
+        while todo:
+            for level in todo:
+                bar.set_postfix(level=f"{level:.4f}")
+                rows, layers, images = _evaluate_level(pipe, config, masks, level, prompts, seeds, reference, metrics)
+                if n_samples:
+                    save_image_grid(images[:n_samples], run.sample_image(level), columns=n_samples, scale=SAMPLE_SCALE)
+                run.write_level(level, rows, layers)
+                bar.update(1)
+            if config.refine is None or rounds >= config.max_refine_rounds:
+                break
+            proposals = next_levels(run.results(), quantities, resolution=config.refine, higher_is_better=higher)
+            todo = sorted({round(p, GRID_DECIMALS) for p in proposals} - set(run.done_levels()))
+            todo = [lv for lv in todo if config.start <= lv <= config.stop]
+            bar.total += len(todo)
+            rounds += 1
+        bar.close()
+    run.finish()
+    log.info("sweep finished: %d levels in %s", len(run.done_levels()), run.path)
+    return run
+
+
+def load_config(run: RunDir) -> SweepConfig:
+    """The :class:`SweepConfig` a run was made with."""
+    cfg = run.config()
+    if cfg.get("kind") != "sweep":
+        raise RunError(f"{run.path} is not a sweep run")
+    return SweepConfig.from_dict(cfg)
+
+
+__all__ = ["run_sweep", "sweep_prompts", "progressive_masks", "load_config"]
