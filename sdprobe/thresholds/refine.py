@@ -1,0 +1,106 @@
+"""Adaptive refinement: which sparsities a sweep should evaluate next to pin down each metric's threshold.
+
+Each round bisects every bracket ``(s_lo, s_hi)`` that is wider than the resolution; the sweep evaluates the
+proposals and asks again, until no bracket is wider than the resolution. Because ``s_lo`` and ``s_hi`` are
+neighbouring evaluated levels and each new level lands strictly between them, every round narrows (or moves) the
+bracket, so a step is located to ``resolution`` in about ``log2(grid step / resolution)`` evaluations per metric
+instead of ``grid step / resolution``.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+import pandas as pd
+
+from sdprobe.thresholds.detect import KINDS, Criteria, detect
+
+log = logging.getLogger(__name__)
+
+GRID_DECIMALS = 10  # proposals are k * resolution rounded to this many decimals, so reruns propose identical floats
+MIN_GAP = 1e-4  # run directories name levels with 4 decimals; proposals closer than this to a done level are dropped
+
+
+def _per_metric(value, metric: str, what: str):
+    if isinstance(value, Mapping):
+        if metric not in value:
+            raise ValueError(f"{what} has no entry for metric {metric!r}; it covers: {', '.join(map(str, value))}")
+        return value[metric]
+    return value
+
+
+def on_grid(value: float, resolution: float) -> float:
+    """``value`` rounded to the nearest multiple of ``resolution`` (the refinement grid)."""
+    return round(round(value / resolution) * resolution, GRID_DECIMALS)
+
+
+def bisect(s_lo: float, s_hi: float, resolution: float, points: int = 1) -> list[float]:
+    """Grid levels that split ``(s_lo, s_hi)`` into ``points + 1`` parts; empty when the bracket is fine enough.
+
+    Example:
+        >>> bisect(0.40, 0.45, 0.005)
+        [0.425]
+    """
+    if not s_hi - s_lo > resolution:
+        return []
+    cuts = (on_grid(s_lo + (s_hi - s_lo) * (i + 1) / (points + 1), resolution) for i in range(points))
+    return sorted({c for c in cuts if s_lo < c < s_hi})
+
+
+def next_levels(table: pd.DataFrame, y: str | Sequence[str], resolution: float = 0.005, *, x: str = "level",
+                seed_col: str | None = "seed", higher_is_better: bool | Mapping[str, bool] = True,
+                floor: float | Mapping[str, float] | None = None, criteria: Criteria | None = None,
+                kinds: Sequence[str] = ("sudden", "gradual"), points: int = 1, min_gap: float = MIN_GAP) -> list[float]:
+    """Propose the next sparsities to evaluate so that every metric's bracket shrinks to ``resolution``.
+
+    Args:
+        table (pandas.DataFrame): the sweep's rows so far (columns ``x``, the metrics, optionally ``seed_col``).
+        y (str | Sequence[str]): one metric column or several; proposals are the union over metrics.
+        resolution (float): stop refining a metric once ``s_hi - s_lo <= resolution``; proposals are multiples
+            of it, so a resumed run proposes the same levels. Default: 0.005.
+        x (str): sparsity column. Default: ``"level"``.
+        seed_col (str | None): seed column (see :func:`detect`). Default: ``"seed"``.
+        higher_is_better (bool | Mapping[str, bool]): direction, for all metrics or per metric. Default: True.
+        floor (float | Mapping[str, float] | None): floor(s) passed to :func:`detect`. Default: None.
+        criteria (Criteria | None): collapse definition. Default: ``Criteria()``.
+        kinds (Sequence[str]): which kinds of result to refine. Default: ("sudden", "gradual"): a collapse seen
+            on a coarse grid can look gradual until levels are added inside it.
+        points (int): new levels per bracket and round (1 = bisection; more suits batched devices). Default: 1.
+        min_gap (float): proposals closer than this to an evaluated level are dropped. Default: 1e-4.
+
+    Returns:
+        list[float]: sorted new levels, empty when every bracket is at the resolution.
+
+    Example:
+        >>> next_levels(run.results(), ["color", "unreadable"], higher_is_better={"color": True, "unreadable": False})
+        [0.425, 0.675]
+    """
+    if not resolution >= min_gap:
+        raise ValueError(f"resolution must be at least {min_gap} (levels are stored with 4 decimals), got {resolution}")
+    if points < 1:
+        raise ValueError(f"points must be >= 1, got {points}")
+    bad = [k for k in kinds if k not in KINDS]
+    if bad:
+        raise ValueError(f"unknown kind(s) {bad}; valid kinds: {', '.join(KINDS)}")
+    metrics = [y] if isinstance(y, str) else list(y)
+    if x not in table.columns:
+        raise ValueError(f"sparsity column {x!r} is not in the table; its columns are: "
+                         f"{', '.join(map(str, table.columns))}")
+    done = np.unique(table[x].to_numpy(dtype=float))
+    proposals: set[float] = set()
+    for metric in metrics:
+        if metric in table.columns and table[metric].isna().all():
+            log.warning("metric %r has no values yet; not refining it", metric)
+            continue
+        direction = bool(_per_metric(higher_is_better, metric, "higher_is_better"))
+        result = detect(table, x=x, y=metric, seed_col=seed_col, higher_is_better=direction,
+                        floor=_per_metric(floor, metric, "floor"), criteria=criteria, n_boot=0)
+        if result.kind not in kinds or math.isnan(result.s_lo) or math.isnan(result.s_hi):
+            continue
+        new = bisect(result.s_lo, result.s_hi, resolution, points)
+        log.debug("%s: %s bracket (%.4f, %.4f) -> %s", metric, result.kind, result.s_lo, result.s_hi, new)
+        proposals.update(new)
+    return sorted(p for p in proposals if np.abs(done - p).min() >= min_gap)

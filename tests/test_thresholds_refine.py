@@ -1,0 +1,99 @@
+"""Adaptive refinement: bisection brackets converge to known steps with few evaluations."""
+
+from __future__ import annotations
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sdprobe.thresholds import detect, next_levels
+from sdprobe.thresholds.refine import bisect, on_grid
+
+GRID = np.round(np.arange(0.0, 0.9001, 0.05), 4)
+RESOLUTION = 0.005
+
+
+def evaluate(levels, steps: dict[str, float], n_seeds: int = 24, seed: int = 0) -> pd.DataFrame:
+    """A stand-in for evaluating a pipeline: per-seed 0/1 accuracy that falls from ~0.9 to ~0.1 at each step.
+
+    Noise depends on (level, seed), so re-evaluating a level gives the same rows, as a seeded sweep does."""
+    rows = []
+    for lv in levels:
+        rng = np.random.default_rng([seed, round(lv * 1e6)])
+        u = rng.random((n_seeds, len(steps)))
+        for s in range(n_seeds):
+            rows.append({"level": lv, "seed": s, **{m: float(u[s, j] < (0.9 if lv < step else 0.1))
+                                                      for j, (m, step) in enumerate(steps.items())}})
+    return pd.DataFrame(rows)
+
+
+def refine(steps: dict[str, float], **kw) -> tuple[pd.DataFrame, int, int]:
+    """Run the sweep's loop: evaluate the grid, then whatever next_levels proposes, until it proposes nothing."""
+    table, evaluations, rounds = evaluate(GRID, steps), len(GRID), 0
+    while True:
+        new = next_levels(table, list(steps), RESOLUTION, **kw)
+        if not new:
+            return table, evaluations, rounds
+        assert not set(new) & set(table["level"])  # never re-proposes a done level
+        table = pd.concat([table, evaluate(new, steps)], ignore_index=True)
+        evaluations += len(new)
+        rounds += 1
+        assert rounds < 50, "refinement did not converge"
+
+
+def test_grid_rounding_and_bisection():
+    assert bisect(0.40, 0.45, RESOLUTION) == [0.425]
+    assert bisect(0.40, 0.405, RESOLUTION) == []  # already at the resolution
+    assert bisect(0.333, 0.3385, RESOLUTION) == [0.335]  # off-grid bracket: the grid point inside it
+    assert bisect(0.40, 0.45, RESOLUTION, points=4) == [0.41, 0.42, 0.43, 0.44]
+    assert on_grid(0.43500000000000005, RESOLUTION) == 0.435
+
+
+def test_refinement_converges_to_the_step_with_few_evaluations():
+    truth = 0.4373
+    table, evaluations, rounds = refine({"color": truth})
+    r = detect(table, x="level", y="color", n_boot=0)
+    assert r.kind == "sudden"
+    assert r.s_lo <= truth <= r.s_hi and r.s_hi - r.s_lo <= RESOLUTION + 1e-12
+    uniform = len(np.arange(0.0, 0.9001, RESOLUTION))  # 181 levels for the same resolution everywhere
+    assert evaluations - len(GRID) == rounds == 4  # 0.05 -> 0.025 -> 0.0125 -> 0.00625 -> 0.005 (grid-rounded)
+    assert evaluations <= uniform / 7
+
+
+def test_several_metrics_are_refined_together():
+    steps = {"color": 0.2373, "shape": 0.6618}
+    table, evaluations, rounds = refine(steps)
+    for metric, truth in steps.items():
+        r = detect(table, x="level", y=metric, n_boot=0)
+        assert r.s_lo <= truth <= r.s_hi and r.s_hi - r.s_lo <= RESOLUTION + 1e-12
+    assert rounds == 4 and evaluations - len(GRID) <= 2 * rounds  # at most one bisection per metric and round
+    assert evaluations <= len(np.arange(0.0, 0.9001, RESOLUTION)) / 6
+
+
+def test_proposals_are_grid_points_and_reproducible():
+    table = evaluate(GRID, {"color": 0.4373, "shape": 0.6618})
+    first = next_levels(table, ["color", "shape"], RESOLUTION)
+    assert first == next_levels(table.sample(frac=1.0, random_state=1), ["shape", "color"], RESOLUTION)
+    assert first == [0.425, 0.675]  # the midpoints of (0.40, 0.45) and (0.65, 0.70)
+    assert all(p == round(round(p / RESOLUTION) * RESOLUTION, 10) for p in first)
+
+
+def test_flat_and_lower_is_better_metrics():
+    table = evaluate(GRID, {"color": 0.4373, "shape": 2.0})  # shape never collapses inside the grid
+    assert next_levels(table, "shape", RESOLUTION) == []
+    table["unreadable"] = 1.0 - table["color"]
+    assert next_levels(table, ["unreadable"], RESOLUTION, higher_is_better={"unreadable": False}) == [0.425]
+    assert next_levels(table, ["unreadable"], RESOLUTION, higher_is_better=True) == []  # it only gets "better"
+    assert next_levels(table, ["color"], RESOLUTION, kinds=()) == []
+
+
+def test_refinement_errors():
+    table = evaluate(GRID, {"color": 0.4373})
+    with pytest.raises(ValueError, match="no entry for metric 'color'.*shape"):
+        next_levels(table, ["color"], RESOLUTION, higher_is_better={"shape": True})
+    with pytest.raises(ValueError, match="resolution must be at least"):
+        next_levels(table, ["color"], 1e-6)
+    with pytest.raises(ValueError, match="valid kinds: sudden, gradual, none"):
+        next_levels(table, ["color"], RESOLUTION, kinds=("abrupt",))
+    with pytest.raises(ValueError, match="'level' is not in the table"):
+        next_levels(table.rename(columns={"level": "sparsity"}), ["color"], RESOLUTION)
