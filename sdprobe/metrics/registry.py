@@ -8,6 +8,7 @@ REGISTRY: dict[str, str] = {  # name -> "module:Class"
     "oracle": "sdprobe.metrics.oracle:OracleMetric",
     "distance": "sdprobe.metrics.distance:DistanceMetric",
     "clipscore": "sdprobe.metrics.clipscore:CLIPScoreMetric",
+    "fid": "sdprobe.metrics.fid:FIDMetric",
     "unreadable": "sdprobe.metrics.unreadable:UnreadableMetric",
 }
 
