@@ -1,0 +1,192 @@
+"""Sections of a sweep run: configuration, curves, sample grids, layer heatmap, critical sets, method comparison.
+
+Each builder returns a :class:`~sdprobe.report.tree.Section`, or None when the run lacks the data it needs.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+
+import numpy as np
+import pandas as pd
+
+from sdprobe.report import compute, plots
+from sdprobe.report.load import RunData
+from sdprobe.report.tree import (
+    Figure,
+    ImageGrid,
+    ImageRow,
+    ReportOptions,
+    Section,
+    Table,
+    Text,
+    fmt,
+    table_from_frame,
+)
+
+log = logging.getLogger(__name__)
+
+PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
+CRITICAL_COLUMNS = ("size", "n_candidates", "fraction_of_candidates", "effect", "bar", "breaks", "restores", "p_value",
+                    "beats_all_controls", "evaluations", "s_lo", "s_hi")  # summary.json keys in the critical table
+THRESHOLD_COLUMNS = ("metric", "kind", "collapsed", "threshold", "ci_low", "ci_high", "s_lo", "s_hi",
+                     "drop")  # thresholds.csv columns shown (it may hold more diagnostics)
+WEIGHT_COLUMNS = ("qualified_name", "role", "row", "col", "value", "rank", "score")  # columns of top-weight tables
+
+
+def _cell(value) -> str:
+    if isinstance(value, (list, dict)):
+        return fmt(json.dumps(value, default=str))
+    return fmt(value)
+
+
+def config_section(run: RunData, opts: ReportOptions) -> Section:
+    """Status, configuration and environment of any run."""
+    sec = Section("Configuration")
+    status = [["kind", run.kind], ["state", run.state], ["folder", str(run.path)]]
+    if run.kind == "sweep":
+        status.append(["pruned", compute.scope_label(run.config)])
+        results = run.table("results")
+        if results is not None:
+            status.append(["levels evaluated", str(results["level"].nunique())])
+    sec.add(Table(["", "value"], status, caption="run"))
+    for note in run.notes:
+        sec.add(Text(note, style="warning"))
+    sec.add(Table(["key", "value"], [[k, _cell(v)] for k, v in compute.flatten(run.config)], caption="config.json"))
+    if run.environment:
+        sec.add(Table(["key", "value"], [[k, _cell(v)] for k, v in compute.flatten(run.environment)],
+                      caption="environment.json"))
+    return sec
+
+
+def curves_section(run: RunData, summary: pd.DataFrame | None, opts: ReportOptions) -> Section | None:
+    """Metric-vs-sparsity curves with thresholds, and the thresholds table."""
+    if summary is None or summary.empty:
+        return None
+    metrics = list(dict.fromkeys(summary["metric"]))
+    thresholds = run.table("thresholds")
+    sec = Section("Metrics vs sparsity")
+    sec.add(Figure(plots.curves([(run.name, summary, thresholds)], metrics, opts.dpi, opts.ci),
+                   alt=f"metrics against sparsity for {run.name}",
+                   caption=f"Mean per level with a {opts.ci:.0%} bootstrap band over seeds "
+                           f"({opts.n_boot} resamples); dashed lines: detected thresholds, shaded: their CI."))
+    if thresholds is not None:
+        sec.add(table_from_frame(thresholds, caption="thresholds.csv", columns=list(THRESHOLD_COLUMNS)))
+    else:
+        sec.add(Text("No thresholds yet (run `sdprobe thresholds`).", style="note"))
+    return sec
+
+
+def grid_section(run: RunData) -> Section | None:
+    """The fixed sample prompts and seeds across levels: one row per level."""
+    if not run.sample_images:
+        return None
+    rows, bad = [], []
+    for level, path in run.sample_images:
+        data = path.read_bytes()
+        if data.startswith(PNG_MAGIC):
+            rows.append(ImageRow(label=f"level {level:.4f}", png=data))
+        else:
+            bad.append(path.name)
+    prompts = [str(p) for p in (run.samples or {}).get("prompts", [])]
+    seeds = (run.samples or {}).get("seeds", [])
+    sec = Section("Sample images")
+    sec.add(ImageGrid(rows=rows, columns=prompts,
+                      caption="Rows: sparsity levels; columns: the fixed sample prompts and seeds."))
+    if prompts:
+        sec.add(Table(["#", "prompt", "seed"],
+                      [[str(i), p, fmt(seeds[i]) if i < len(seeds) else fmt(None)] for i, p in enumerate(prompts)],
+                      caption="sample prompts"))
+    if bad:
+        sec.add(Text(f"not PNG images, left out: {', '.join(bad)}", style="warning"))
+    return sec
+
+
+def layers_section(run: RunData, opts: ReportOptions) -> Section | None:
+    """Per-tensor sparsity across levels (layers.csv) as a heatmap."""
+    layers = run.table("layers")
+    if layers is None or layers.empty or not {"level", "qualified_name", "sparsity"} <= set(layers.columns):
+        return None
+    matrix, rows = compute.layer_matrix(layers, opts.max_heatmap_rows)
+    what = "tensor" if rows == "tensor" else "component/region/block/role (numel-weighted)"
+    return Section("Per-layer sparsity").add(
+        Figure(plots.heatmap(matrix, f"sparsity per {what}", "sparsity", opts.dpi, vmin=0.0, vmax=1.0,
+                             xlabel="level"),
+               alt=f"per-layer sparsity heatmap of {run.name}", caption=f"Rows: {len(matrix)} {rows}s; columns: levels."))
+
+
+def critical_section(run: RunData, opts: ReportOptions) -> Section | None:
+    """Critical sets: summary, selectivity, control distributions, where they lie, and their top weights."""
+    if not run.critical:
+        return None
+    sec = Section("Critical weights")
+    sec.add(Table(["meaning", *CRITICAL_COLUMNS, "controls"],
+                  [[c.meaning, *(_cell(c.summary.get(k)) for k in CRITICAL_COLUMNS),
+                    str(len(c.summary.get("control_effects") or []))] for c in run.critical],
+                  caption="critical sets (effect: accuracy drop when the set is removed)"))
+    selectivity = {c.meaning: c.summary["selectivity"] for c in run.critical if isinstance(c.summary.get("selectivity"), dict)}
+    if selectivity:
+        sel = pd.DataFrame(selectivity).T
+        sec.add(Table(["removed set", *map(str, sel.columns)],
+                      [[str(i), *(fmt(v) for v in r)] for i, r in zip(sel.index, sel.to_numpy())],
+                      caption="selectivity: accuracy drop of each other meaning when the set is removed"))
+    items = []
+    for c in run.critical:
+        controls = c.summary.get("control_effects")
+        if not controls and c.controls is not None and "effect" in c.controls:
+            controls = c.controls["effect"].tolist()
+        if controls:
+            p = c.summary.get("p_value")
+            items.append((c.meaning, [float(x) for x in controls], float(c.summary.get("effect", np.nan)),
+                          float(p) if p is not None else None))
+    if items:
+        sec.add(Figure(plots.control_histograms(items, opts.dpi), alt="control effect distributions",
+                       caption="Accuracy drop of random control sets of the same size (gray) and of the critical "
+                               "set (red)."))
+    density = compute.critical_density(run, opts.max_heatmap_rows)
+    if density is not None:
+        matrix, normalised = density
+        label = "critical weights / numel" if normalised else "critical weights (count; sizes unknown)"
+        sec.add(Figure(plots.heatmap(matrix, "critical-weight density", label, opts.dpi, xlabel="meaning"),
+                       alt="critical-weight density heatmap",
+                       caption=f"Rows: layers (or component/role when there are many); columns: meanings; "
+                               f"value: {label}."))
+    for c in run.critical:
+        if c.weights is not None and not c.weights.empty:
+            w = c.weights
+            if "score" in w:
+                w = w.reindex(w["score"].astype(float).abs().sort_values(ascending=False).index)
+            sec.add(table_from_frame(w, caption=f"{c.meaning}: top weights by |score|", columns=list(WEIGHT_COLUMNS),
+                                     max_rows=opts.top_k))
+    return sec
+
+
+def comparison_section(comparison: compute.Comparison, summaries: dict, opts: ReportOptions) -> Section:
+    """Methods of the same scope side by side: overlaid curves and thresholds."""
+    runs = comparison.runs
+    labels = [f"{r.config.get('method', '?')} ({r.name})" for r in runs]
+    series = [(lab, summaries[r.path], r.table("thresholds")) for lab, r in zip(labels, runs)]
+    metrics = list(dict.fromkeys(m for r in runs for m in compute.metric_columns(r)))
+    sec = Section(f"Method comparison: {comparison.scope}")
+    sec.add(Figure(plots.curves(series, metrics, opts.dpi, opts.ci), alt=f"method comparison for {comparison.scope}",
+                   caption="Curves of each method overlaid; dashed lines: each method's thresholds."))
+    rows = []
+    for metric in metrics:
+        cells = []
+        for r in runs:
+            t = r.table("thresholds")
+            hit = t[t["metric"] == metric] if t is not None and "metric" in t else None
+            cells.append(compute.threshold_cell(hit.iloc[0]) if hit is not None and len(hit) else fmt(None))
+        rows.append([metric, *cells])
+    sec.add(Table(["metric", *labels], rows, caption="thresholds: value [CI] kind"))
+    return sec
+
+
+def sweep_sections(run: RunData, summary: pd.DataFrame | None, opts: ReportOptions) -> list[Section]:
+    """All sections of one sweep run that have data, in page order."""
+    out = [curves_section(run, summary, opts), grid_section(run), layers_section(run, opts),
+           critical_section(run, opts)]
+    if run.table("results") is None:
+        out.insert(0, Section("Results").add(Text("No level has been evaluated yet.", style="warning")))
+    return [s for s in out if s is not None]
