@@ -16,6 +16,11 @@ COMMANDS = (  # module names under sdprobe.cli, in the order --help lists them
     "generate",
     "evaluate",
     "train_organism",
+    "sweep",
+    "thresholds",
+    "isolate",
+    "attribute", "bias",
+    "report",
 )
 
 

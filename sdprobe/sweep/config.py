@@ -7,17 +7,8 @@ from dataclasses import asdict, dataclass, field
 import numpy as np
 
 from sdprobe.generate import GenerationConfig
+from sdprobe.prune.factory import METHODS
 
-METHODS = ("magnitude", "magnitude-global", "wanda", "random", "owl-magnitude", "owl-wanda", "nm")
-DEFAULT_GROUP = {  # comparison group of each method: within which scores are ranked
-    "magnitude": "matrix",
-    "magnitude-global": "global",
-    "wanda": "row",
-    "random": "matrix",
-    "owl-magnitude": "matrix",
-    "owl-wanda": "row",
-    "nm": "nm:4",
-}
 GRID_DECIMALS = 4  # levels are rounded to this many decimals, so resumed runs name the same levels
 MAX_COMPONENT_SPARSITY = 0.99  # a component's sparsity (level + offset) is clamped below this
 
@@ -46,7 +37,7 @@ class SweepConfig:
     model: str = "builtin:tiny-shapes"
     components: dict[str, ComponentPlan] = field(default_factory=lambda: {"text_encoder": ComponentPlan(["text_encoder"])})
     method: str = "magnitude"
-    group: str | None = None  # comparison group; None: the method's default (DEFAULT_GROUP)
+    group: str | None = None  # comparison group (matrix, row, global, nm:M); None: the method's own
     include_conv: bool = False  # also prune Conv2d weights (the SD2 study pruned Linear only)
     start: float = 0.0  # first level of the uniform grid
     stop: float = 0.95  # last level of the uniform grid
@@ -84,10 +75,6 @@ class SweepConfig:
         if isinstance(self.generation, dict):
             self.generation = GenerationConfig(**self.generation)
         self.components = {k: ComponentPlan(**v) if isinstance(v, dict) else v for k, v in self.components.items()}
-
-    @property
-    def comparison_group(self) -> str:
-        return self.group or DEFAULT_GROUP[self.method]
 
     def grid(self) -> list[float]:
         """The uniform grid of levels, start..stop inclusive."""

@@ -21,7 +21,7 @@ from sdprobe.errors import RunError
 from sdprobe.generate import generate
 from sdprobe.io import save_image_grid, write_json
 from sdprobe.metrics import make_metrics
-from sdprobe.prune import ProgressiveMask, make_scorer
+from sdprobe.prune import ProgressiveMask, make_scorer, mask_from_scorer
 from sdprobe.runs import SAMPLES, RunDir
 from sdprobe.sweep.config import GRID_DECIMALS, SweepConfig
 from sdprobe.thresholds import next_levels
@@ -59,12 +59,8 @@ def progressive_masks(pipe, config: SweepConfig, calibration: list[str]) -> Iter
                 raise ValueError(f"selectors {plan.selectors} of component {component!r} select weights of {wrong}")
             scorer = make_scorer(config.method, pipe, calibration_prompts=calibration, seed=config.seed,
                                  generation=config.generation)
-            scores = scorer.scores(refs)
-            mask = ProgressiveMask(refs, scores, group=config.comparison_group,
-                                   allocation=getattr(scorer, "allocation", None),
-                                   max_sparsity=config.max_sparsity(component))
+            mask = mask_from_scorer(refs, scorer, group=config.group, max_sparsity=config.max_sparsity(component))
             masks[component] = stack.enter_context(mask)
-            del scores
         yield masks
 
 
@@ -85,7 +81,7 @@ def _evaluate_level(pipe, config, masks, level, prompts, seeds, reference, metri
     for component, mask in masks.items():
         s = mask.stats(pipe)
         stats[f"sparsity_{component}"] = s["component_sparsity"][component]
-        stats[f"sparsity_scope_{component}"] = s["scope_sparsity"]
+        stats[f"sparsity_scope_{component}"] = s["scope_by_component"][component]
         scope_zero += s["scope_sparsity"] * s["scope_numel"]
         scope_numel += s["scope_numel"]
         layers.append(mask.layer_table(mask.sparsity))
