@@ -1,0 +1,153 @@
+"""``sdprobe isolate`` on run directories: clear errors, and the masks/candidates it builds on a tiny pipeline."""
+
+from __future__ import annotations
+
+import hashlib
+import json
+
+import numpy as np
+import pandas as pd
+import pytest
+
+from sdprobe.cli import main
+from sdprobe.errors import RunError
+from sdprobe.generate import GenerationConfig
+from sdprobe.isolate import NothingToIsolate, collapse_bracket, isolate, isolate_all, sudden_meanings
+from sdprobe.isolate.evaluator import MaskEvaluator
+from sdprobe.isolate.run import candidates_between, open_session, run_prompts
+from sdprobe.isolate.store import split_by_component
+from sdprobe.runs import THRESHOLDS, RunDir
+from sdprobe.sweep.config import ComponentPlan, SweepConfig
+
+S_LO, S_HI = 0.30, 0.35
+PROMPTS = ["a large red circle at the top left", "a small blue square at the bottom right"]
+
+
+def make_run(path, thresholds: bool = True, method: str = "magnitude") -> RunDir:
+    config = SweepConfig(components={"text_encoder": ComponentPlan(["text_encoder.mlp"])}, method=method,
+                         stop=0.5, prompts=PROMPTS, generation=GenerationConfig(steps=2, guidance=1.0, batch_size=2))
+    run = RunDir.open_or_create(path, {**config.to_dict(), "higher_is_better": {"color": True}})
+    for level in (0.0, S_LO, S_HI):
+        run.write_level(level, pd.DataFrame({"level": level, "prompt": PROMPTS, "seed": [11, 22], "index": [0, 1],
+                                             "color": [1.0, 0.0]}))
+    run.finish()
+    if thresholds:
+        table = pd.DataFrame({"metric": ["color", "shape", "position", "size"],
+                              "kind": ["sudden", "gradual", "none", "sudden"], "collapsed": [True, False, False, True],
+                              "threshold": [0.33, 0.4, np.nan, 0.33], "ci_low": np.nan, "ci_high": np.nan,
+                              "s_lo": [S_LO, 0.35, 0.5, S_LO], "s_hi": [S_HI, 0.4, np.nan, S_HI], "drop": 0.8})
+        table.to_csv(run.path / THRESHOLDS, index=False)
+    return run
+
+
+def state_hash(pipe) -> str:
+    h = hashlib.sha256()
+    for k, v in pipe.text_encoder.state_dict().items():
+        h.update(k.encode() + v.numpy().tobytes())
+    return h.hexdigest()
+
+
+def test_errors_name_what_to_do(tmp_path, capsys):
+    run = make_run(tmp_path / "bare", thresholds=False)
+    with pytest.raises(RunError, match=r"no thresholds.csv yet; run `sdprobe thresholds .*bare` first"):
+        isolate(run.path, "color")
+    assert main(["isolate", str(run.path), "--meaning", "all"]) == 2
+    assert "sdprobe thresholds" in capsys.readouterr().err
+
+    run = make_run(tmp_path / "run")
+    assert sudden_meanings(run) == ["color", "size"]
+    assert collapse_bracket(run, "color") == (S_LO, S_HI)
+    with pytest.raises(RunError, match="shape does not collapse suddenly .* gradual.*: color, size"):
+        isolate(run.path, "shape")
+    with pytest.raises(ValueError, match="unknown meaning 'hue'; valid: color, shape, position, size, all"):
+        isolate(run.path, "hue")
+    with pytest.raises(SystemExit) as exc:
+        main(["isolate", str(run.path), "--meaning", "hue"])
+    assert exc.value.code == 2 and "invalid choice: 'hue'" in capsys.readouterr().err
+    assert main(["isolate", str(run.path), "--meaning", "position"]) == 2
+    assert "position does not collapse suddenly" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        main(["isolate", str(run.path), "--meaning", "color", "--levels", "tensor,block"])
+    assert "unknown level(s) ['block']; valid: tensor, row, column, weight" in capsys.readouterr().err
+
+
+def test_run_prompts_follow_the_image_index(tmp_path):
+    run = make_run(tmp_path / "run")
+    assert run_prompts(run) == (PROMPTS, [11, 22])
+    assert run_prompts(run, max_prompts=1) == (PROMPTS[:1], [11])
+
+
+def test_candidates_span_exactly_the_bracket(tmp_path, tiny_organism):
+    """mask(s_lo) plus every candidate is mask(s_hi), bit for bit; the evaluator leaves the s_lo state behind."""
+    pipe = tiny_organism
+    run = make_run(tmp_path / "run")
+    dense = state_hash(pipe)
+    with open_session(run.path, pipe=pipe) as session:
+        masks = session.masks
+        cands, base = candidates_between(session, S_LO, S_HI)
+        assert base == {"text_encoder": S_LO} and cands.n > 0
+        assert set(cands.names) == {r.qualified_name for r in masks["text_encoder"].refs}
+        assert all(cands.info[n]["role"].startswith("mlp.") for n in cands.names)
+        # the values recorded are the dense ones, and the prior is the run's (magnitude) score
+        dense_w = {n: session.refs[n].weight.detach().clone() for n in cands.names}
+        at_lo = state_hash(pipe)
+        with masks["text_encoder"].override(prune=split_by_component(cands.to_dict(cands.all_ids()))["text_encoder"]):
+            via_override = state_hash(pipe)
+        masks["text_encoder"].set_sparsity(S_HI)
+        assert state_hash(pipe) == via_override
+        masks["text_encoder"].set_sparsity(S_LO)
+        assert state_hash(pipe) == at_lo
+        np.testing.assert_array_equal(cands.prior, np.abs(cands.values))
+        name = cands.names[0]
+        np.testing.assert_array_equal(cands.values[: len(cands.indices[0])],
+                                      dense_w[name].flatten()[cands.indices[0]].double().numpy())
+        evaluate = MaskEvaluator(pipe, masks, base, cands, PROMPTS, [11, 22], session.config.generation)
+        acc = evaluate(np.arange(min(cands.n, 50)))
+        assert set(acc) == {"color", "shape", "position", "size", "unreadable"}
+        assert all(0.0 <= v <= 1.0 for v in acc.values())
+        assert state_hash(pipe) == at_lo
+    assert state_hash(pipe) == dense
+
+
+def test_score_prior_is_the_runs_pruning_score(tmp_path, tiny_organism):
+    """A random-method run searches by |W| unless asked for its (random) scores, which are then the sweep's own."""
+    from sdprobe.prune import make_scorer
+
+    run = make_run(tmp_path / "run", method="random")
+    with open_session(run.path, pipe=tiny_organism) as session:
+        assert session.prior == "magnitude"
+    with open_session(run.path, pipe=tiny_organism, prior="score") as session:
+        cands, _ = candidates_between(session, S_LO, S_HI)
+        refs = list(session.masks["text_encoder"].refs)
+        expected = make_scorer("random", seed=session.config.seed).scores(refs)
+        want = np.concatenate([expected[n].flatten()[i].double().numpy() for n, i in zip(cands.names, cands.indices)])
+        np.testing.assert_array_equal(cands.prior, want)
+        assert not np.array_equal(cands.prior, np.abs(cands.values))
+        # candidates_between leaves the masks at s_lo
+        assert session.masks["text_encoder"].sparsity == S_LO
+
+
+def test_untrained_pipeline_has_nothing_to_isolate(tmp_path, tiny_organism):
+    """An untrained organism reads nothing, before or after: the measured accuracies do not cross any bar."""
+    run = make_run(tmp_path / "run")
+    dense = state_hash(tiny_organism)
+    with pytest.raises(NothingToIsolate, match="must lie in between"):
+        isolate(run.path, "color", pipe=tiny_organism, n_controls=20, progress=False)
+    assert state_hash(tiny_organism) == dense
+    log = run.path / "critical" / "color" / "evaluations.jsonl"
+    assert len(log.read_text().splitlines()) == 1 + 2  # header, nothing removed, everything removed
+    assert not (run.path / "critical" / "color" / "summary.json").exists()
+    with pytest.raises(ValueError, match="unknown prior 'grad'; valid: score, magnitude"):
+        isolate(run.path, "color", pipe=tiny_organism, prior="grad")
+
+
+def test_isolate_all_reports_skipped_meanings(tmp_path, tiny_organism):
+    run = make_run(tmp_path / "run")
+    report = isolate_all(run.path, pipe=tiny_organism, n_controls=20, progress=False)
+    assert report.sets == {} and sorted(report.skipped) == ["color", "size"]
+    assert all("must lie in between" in why for why in report.skipped.values())
+    root = run.path / "critical"
+    assert json.loads((root / "skipped.json").read_text()) == report.skipped
+    assert list(pd.read_csv(root / "overlaps.csv").columns) == ["meaning_a", "meaning_b", "size_a", "size_b",
+                                                               "intersection", "jaccard"]
+    assert list(pd.read_csv(root / "where.csv").columns) == ["meaning", "component", "role", "count"]
