@@ -42,26 +42,6 @@ def add_parser(sub) -> None:
     p.set_defaults(func=run)
 
 
-def _run_inputs(args: argparse.Namespace):
-    from sdprobe.runs import RunDir
-    from sdprobe.thresholds import default_higher_is_better, metric_columns
-
-    run = RunDir.open(args.run_dir, kind="sweep")
-    table = run.results()  # RunError when no level is done yet
-    config = run.config()
-    metrics = args.metrics or [m for m in metric_columns(table) if table[m].notna().any()]
-    skipped = [m for m in metric_columns(table) if m not in metrics and not args.metrics]
-    if skipped:
-        log.warning("skipping metric column(s) without values: %s", ", ".join(skipped))
-    unknown = [m for m in metrics if m not in table.columns]
-    if unknown:
-        raise ValueError(f"metric column(s) {unknown} not in the run table; its metric columns are: "
-                         f"{', '.join(metric_columns(table))}")
-    directions = {**default_higher_is_better(metrics), **config.get("higher_is_better", {})}
-    floors = {**config.get("floor", {}), **_parse_floors(args.floors, metrics)}
-    return table, metrics, directions, floors, args.x or RUN_X, run.path / "thresholds.csv"
-
-
 def _parse_floors(items: list[str], metrics: list[str]) -> dict[str, float]:
     floors = {}
     for item in items:
@@ -99,10 +79,20 @@ def run(args: argparse.Namespace) -> int:
                          "config.json and floors from --floors METRIC=VALUE")
     if args.csv is not None and args.floors:
         raise ValueError("--floors applies to a run; use --floor VALUE with --csv")
-    table, metrics, directions, floors, x, out = _run_inputs(args) if args.run_dir is not None else _csv_inputs(args)
-    result = thresholds_table(table, metrics, directions, x=x, seed_col=args.seed_col, floors=floors,
-                              criteria=Criteria(min_drop=args.min_drop, max_width=args.max_width),
-                              n_boot=args.n_boot, ci=args.ci, random_state=args.random_state)
+    criteria = Criteria(min_drop=args.min_drop, max_width=args.max_width)
+    if args.run_dir is not None:
+        from sdprobe.runs import RunDir
+        from sdprobe.thresholds import metric_columns, run_thresholds
+
+        metrics = args.metrics or None
+        floors = _parse_floors(args.floors, args.metrics or metric_columns(RunDir.open(args.run_dir).results()))
+        result = run_thresholds(args.run_dir, metrics, floors, criteria, n_boot=args.n_boot, ci=args.ci,
+                                random_state=args.random_state, seed_col=args.seed_col)
+        out = None
+    else:
+        table, metrics, directions, floors, x, out = _csv_inputs(args)
+        result = thresholds_table(table, metrics, directions, x=x, seed_col=args.seed_col, floors=floors,
+                                  criteria=criteria, n_boot=args.n_boot, ci=args.ci, random_state=args.random_state)
     shown = ["metric", "kind", "threshold", "ci_low", "ci_high", "s_lo", "s_hi", "drop", "plateau", "post", "width"]
     print(result[shown].to_string(index=False, float_format=lambda v: f"{v:.{args.digits}f}"))
     if out is not None:

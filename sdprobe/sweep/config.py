@@ -6,8 +6,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from sdprobe.architecture import COMPONENTS
 from sdprobe.generate import GenerationConfig
 from sdprobe.prune.factory import METHODS
+
+CALIBRATED_METHODS = ("wanda", "owl-wanda")  # methods that run the pipeline on calibration prompts
 
 GRID_DECIMALS = 4  # levels are rounded to this many decimals, so resumed runs name the same levels
 MAX_COMPONENT_SPARSITY = 0.99  # a component's sparsity (level + offset) is clamped below this
@@ -50,6 +53,7 @@ class SweepConfig:
     n_samples: int = 8  # the first n_samples prompts are saved as image strips at every level
     n_calibration: int = 32  # calibration prompts for Wanda / OWL-Wanda
     metrics: list[str] = field(default_factory=lambda: ["oracle", "distance"])
+    metric_options: dict[str, dict] = field(default_factory=dict)  # metric -> constructor kwargs, e.g. clip_path
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     device: str = "cpu"
     dtype: str = "float32"
@@ -67,7 +71,13 @@ class SweepConfig:
         if self.refine is not None and self.refine <= 0:
             raise ValueError(f"refine resolution must be positive, got {self.refine}")
         if not self.components:
-            raise ValueError("no component to prune; give at least one of text_encoder, text_encoder_2, unet")
+            raise ValueError(f"no component to prune; give at least one of {', '.join(COMPONENTS)}")
+        unknown = [c for c in self.components if c not in COMPONENTS]
+        if unknown:
+            raise ValueError(f"unknown component {unknown[0]!r}; valid: {', '.join(COMPONENTS)}")
+        if self.method in CALIBRATED_METHODS and self.n_calibration <= 0:
+            raise ValueError(f"{self.method} needs calibration prompts; n_calibration must be positive, "
+                             f"got {self.n_calibration}")
         if self.prompts is not None and len(self.prompts) == 0:
             raise ValueError("the prompt list is empty")
         if self.n_prompts <= 0 or self.n_samples < 0:

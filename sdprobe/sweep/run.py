@@ -47,16 +47,28 @@ def calibration_prompts(config: SweepConfig, prompts: list[str]) -> list[str]:
     return [format_prompt(s) for s in sample_specs(config.n_calibration, rng, p_omit=0.3)]
 
 
+def scope_refs(pipe, config: SweepConfig) -> dict[str, list]:
+    """The weights each component's selectors name (``WeightRef`` lists), checked to lie in that component.
+
+    Raises:
+        ValueError: an unknown selector (the message lists the valid ones), or selectors of another component.
+    """
+    scope = {}
+    for component, plan in config.components.items():
+        refs = select(pipe, plan.selectors, include_conv=config.include_conv)
+        wrong = sorted({r.component for r in refs} - {component})
+        if wrong:
+            raise ValueError(f"selectors {plan.selectors} of component {component!r} select weights of {wrong}")
+        scope[component] = refs
+    return scope
+
+
 @contextlib.contextmanager
 def progressive_masks(pipe, config: SweepConfig, calibration: list[str]) -> Iterator[dict[str, ProgressiveMask]]:
     """One :class:`ProgressiveMask` per pruned component; all weights are restored exactly on exit."""
     with contextlib.ExitStack() as stack:
         masks = {}
-        for component, plan in config.components.items():
-            refs = select(pipe, plan.selectors, include_conv=config.include_conv)
-            wrong = sorted({r.component for r in refs} - {component})
-            if wrong:
-                raise ValueError(f"selectors {plan.selectors} of component {component!r} select weights of {wrong}")
+        for component, refs in scope_refs(pipe, config).items():
             scorer = make_scorer(config.method, pipe, calibration_prompts=calibration, seed=config.seed,
                                  generation=config.generation)
             mask = mask_from_scorer(refs, scorer, group=config.group, max_sparsity=config.max_sparsity(component))
@@ -110,8 +122,9 @@ def run_sweep(pipe, config: SweepConfig, out, progress: bool = True) -> RunDir:
         >>> run = run_sweep(pipe, SweepConfig(components={"text_encoder": ComponentPlan(["text_encoder"])}), "runs/te")
         >>> run.results().groupby("level")["color"].mean()
     """
-    metrics = make_metrics(config.metrics)
+    metrics = make_metrics(config.metrics, config.metric_options)
     higher = {col: hib for m in metrics for col, hib in m.higher_is_better.items()}
+    scope_refs(pipe, config)  # bad selectors fail before the run directory is created
     run = RunDir.open_or_create(out, {**config.to_dict(), "higher_is_better": higher})
     prompts, seeds = sweep_prompts(config)
     n_samples = min(config.n_samples, len(prompts))
@@ -123,8 +136,10 @@ def run_sweep(pipe, config: SweepConfig, out, progress: bool = True) -> RunDir:
         todo = [lv for lv in config.grid() if not run.has_level(lv)]
         bar = tqdm(total=len(config.grid()), initial=len(config.grid()) - len(todo), desc="sweep", unit="level",
                    disable=not progress)
-        rounds = 0
-        while todo:
+        # Each refinement round proposes levels from the levels of the earlier rounds only (``known``), never from
+        # levels a killed run finished ahead of their round, so a resumed sweep replays the same rounds.
+        known, rounds = set(config.grid()), 0
+        while True:
             for level in todo:
                 bar.set_postfix(level=f"{level:.4f}")
                 rows, layers, images = _evaluate_level(pipe, config, masks, level, prompts, seeds, reference, metrics)
@@ -134,10 +149,17 @@ def run_sweep(pipe, config: SweepConfig, out, progress: bool = True) -> RunDir:
                 bar.update(1)
             if config.refine is None or rounds >= config.max_refine_rounds:
                 break
-            proposals = next_levels(run.results(), quantities, resolution=config.refine, higher_is_better=higher)
-            todo = sorted({round(p, GRID_DECIMALS) for p in proposals} - set(run.done_levels()))
-            todo = [lv for lv in todo if config.start <= lv <= config.stop]
-            bar.total += len(todo)
+            table = run.results()
+            table = table[table["level"].round(GRID_DECIMALS).isin(known)]
+            proposals = next_levels(table, quantities, resolution=config.refine, higher_is_better=higher)
+            new = sorted({round(p, GRID_DECIMALS) for p in proposals} - known)
+            new = [lv for lv in new if config.start <= lv <= config.stop]
+            if not new:
+                break
+            known.update(new)
+            todo = [lv for lv in new if not run.has_level(lv)]
+            bar.total += len(new)
+            bar.update(len(new) - len(todo))
             rounds += 1
         bar.close()
     run.finish()

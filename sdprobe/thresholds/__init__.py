@@ -10,6 +10,7 @@ The public surface:
 
 from sdprobe.thresholds.detect import KINDS, CollapseResult, Criteria, detect
 from sdprobe.thresholds.refine import next_levels
+from sdprobe.thresholds.run import run_thresholds
 from sdprobe.thresholds.table import default_higher_is_better, metric_columns, thresholds_table
 
 __all__ = ["KINDS", "CollapseResult", "Criteria", "default_higher_is_better", "detect", "metric_columns", "next_levels",

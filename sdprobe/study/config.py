@@ -1,0 +1,177 @@
+"""Configuration of a study: which sweeps, isolations, bias probes and attributions to run, read from TOML.
+
+Every key is optional; see ``analyses/organism.toml`` for a commented recipe. ``quick()`` scales a config down
+for CI and smoke tests while keeping every stage.
+"""
+
+from __future__ import annotations
+
+import tomllib
+from dataclasses import asdict, dataclass, field, replace
+from pathlib import Path
+
+from sdprobe.generate import GenerationConfig
+from sdprobe.sweep.config import ComponentPlan, SweepConfig
+
+QUICK_PROMPTS = 12  # prompts per sweep level in --quick mode
+QUICK_STEP = 0.15  # grid spacing in --quick mode
+QUICK_DENOISE = 4  # denoising steps in --quick mode
+
+
+@dataclass
+class SweepSpec:
+    """One sweep of a study; ``name`` is its sub-directory."""
+
+    name: str
+    components: dict[str, ComponentPlan]
+    method: str = "magnitude"
+    start: float = 0.0
+    stop: float = 0.95
+    step: float = 0.05
+    refine: float | None = 0.005  # bisection resolution; 0 or None: the grid only
+    group: str | None = None
+    include_conv: bool = False
+
+    def __post_init__(self) -> None:
+        self.refine = self.refine or None
+
+
+@dataclass
+class IsolationSpec:
+    sweep: str = "te-magnitude"  # the sweep whose collapses are isolated
+    meanings: list[str] | None = None  # None: every meaning that collapses suddenly
+    controls: int = 20  # random control sets per meaning
+    max_prompts: int | None = 32  # prompts per evaluation (the sweep's first ones); None: all
+    max_evaluations: int | None = 400  # search budget per meaning
+
+
+@dataclass
+class BiasSpec:
+    probe: str = "default-color"
+    n_images: int = 128  # images per probe group and condition
+    components: list[str] = field(default_factory=lambda: ["text_encoder", "unet"])
+    methods: list[str] = field(default_factory=lambda: ["magnitude"])
+    sparsities: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8])
+    critical: bool = True  # also search bias-critical weights
+
+
+@dataclass
+class AttributionSpec:
+    n_prompts: int = 30  # prompts drawn from the grammar for token attribution
+    target: str = "color"
+    neurons: list[str] = field(default_factory=lambda: ["text_encoder.mlp", "unet.attn2"])
+    compare_critical: bool = True  # compare weight saliency with the isolated critical sets
+
+
+@dataclass
+class StudyConfig:
+    model: str = "builtin:tiny-shapes"
+    device: str = "cpu"
+    dtype: str = "float32"
+    seed: int = 0
+    n_prompts: int = 64  # prompts per sweep level
+    metrics: list[str] = field(default_factory=lambda: ["oracle", "distance"])
+    metric_options: dict[str, dict] = field(default_factory=dict)  # metric -> constructor kwargs, e.g. clip_path
+    prompts_file: str | None = None  # one prompt per line; None: the organism's grammar
+    generation: GenerationConfig = field(default_factory=GenerationConfig)
+    sweeps: list[SweepSpec] = field(default_factory=list)
+    isolation: IsolationSpec | None = field(default_factory=IsolationSpec)
+    bias: BiasSpec | None = field(default_factory=BiasSpec)
+    attribution: AttributionSpec | None = field(default_factory=AttributionSpec)
+
+    def __post_init__(self) -> None:
+        if not self.sweeps:
+            self.sweeps = default_sweeps()
+        names = [s.name for s in self.sweeps]
+        if len(set(names)) != len(names):
+            raise ValueError(f"sweep names must be unique, got {names}")
+        if self.isolation is not None and self.isolation.sweep not in names:
+            raise ValueError(f"isolation.sweep {self.isolation.sweep!r} is not one of the sweeps: {', '.join(names)}")
+        for s in self.sweeps:  # validate every sweep now, before any model loads
+            self.sweep_config(s)
+
+    def sweep_config(self, spec: SweepSpec) -> SweepConfig:
+        return SweepConfig(model=self.model, components=spec.components, method=spec.method, group=spec.group,
+                           include_conv=spec.include_conv, start=spec.start, stop=spec.stop, step=spec.step,
+                           refine=spec.refine, prompts=self.prompts(), n_prompts=self.n_prompts, seed=self.seed,
+                           metrics=self.metrics, metric_options=self.metric_options, generation=self.generation, device=self.device, dtype=self.dtype)
+
+    def prompts(self) -> list[str] | None:
+        """The prompts of ``prompts_file`` (first ``n_prompts``), or None for the organism's grammar."""
+        if self.prompts_file is None:
+            return None
+        path = Path(self.prompts_file)
+        if not path.exists():
+            raise FileNotFoundError(f"prompts_file {path} not found")
+        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        if not lines:
+            raise ValueError(f"prompts_file {path} holds no prompt")
+        return lines[: self.n_prompts]
+
+    def to_dict(self) -> dict:
+        return asdict(self)
+
+    def quick(self) -> "StudyConfig":
+        """The same study at CI scale: fewer prompts and levels, fewer denoising steps, small searches."""
+        sweeps = [replace(s, step=max(s.step, QUICK_STEP), refine=None if s.refine is None else 0.05) for s in self.sweeps]
+        gen = replace(self.generation, steps=min(self.generation.steps, QUICK_DENOISE))
+        iso = replace(self.isolation, controls=20, max_prompts=8, max_evaluations=60) if self.isolation else None
+        bias = replace(self.bias, n_images=16, sparsities=self.bias.sparsities[:2], critical=False) if self.bias else None
+        attr = replace(self.attribution, n_prompts=3, neurons=self.attribution.neurons[:1]) if self.attribution else None
+        return replace(self, n_prompts=QUICK_PROMPTS, generation=gen, sweeps=sweeps, isolation=iso, bias=bias,
+                       attribution=attr)
+
+
+def default_sweeps() -> list[SweepSpec]:
+    """Text encoder and UNet with magnitude, Wanda and random, and the joint line text encoder = UNet + 0.125."""
+    te = {"text_encoder": ComponentPlan(["text_encoder"])}
+    unet = {"unet": ComponentPlan(["unet"])}
+    joint = {"text_encoder": ComponentPlan(["text_encoder"], offset=0.125), "unet": ComponentPlan(["unet"])}
+    sweeps = []
+    for prefix, comps in (("te", te), ("unet", unet)):
+        for method in ("magnitude", "wanda", "random"):
+            sweeps.append(SweepSpec(f"{prefix}-{method}", comps, method, refine=None if method == "random" else 0.005))
+    sweeps.append(SweepSpec("joint-magnitude", joint, "magnitude", stop=0.85, refine=None))
+    return sweeps
+
+
+_SECTIONS = {"isolation": IsolationSpec, "bias": BiasSpec, "attribution": AttributionSpec}
+
+
+def load_study_config(path: Path) -> StudyConfig:
+    """Read a study recipe from TOML; unknown keys are errors that name the valid ones."""
+    path = Path(path)
+    if not path.exists():
+        raise FileNotFoundError(f"study config {path} not found")
+    data = tomllib.loads(path.read_text())
+    return study_config_from_dict(data)
+
+
+def _check_keys(where: str, data: dict, cls) -> None:
+    unknown = sorted(set(data) - set(cls.__dataclass_fields__))
+    if unknown:
+        raise ValueError(f"unknown key(s) {unknown} in [{where}]; valid: {', '.join(cls.__dataclass_fields__)}")
+
+
+def study_config_from_dict(data: dict) -> StudyConfig:
+    data = dict(data)
+    _check_keys("study", data, StudyConfig)
+    if "generation" in data:
+        _check_keys("generation", data["generation"], GenerationConfig)
+        data["generation"] = GenerationConfig(**data["generation"])
+    if "sweeps" in data:
+        sweeps = []
+        for s in data["sweeps"]:
+            _check_keys("sweeps", s, SweepSpec)
+            comps = {c: ComponentPlan(**v) if isinstance(v, dict) else ComponentPlan(list(v)) for c, v in s["components"].items()}
+            sweeps.append(SweepSpec(**{**s, "components": comps}))
+        data["sweeps"] = sweeps
+    for key, cls in _SECTIONS.items():
+        if key in data:
+            section = data[key]
+            if section is False or section == {"enabled": False}:
+                data[key] = None
+                continue
+            _check_keys(key, section, cls)
+            data[key] = cls(**section)
+    return StudyConfig(**data)

@@ -1,0 +1,192 @@
+"""``sdprobe study``: sweeps, thresholds, isolation, bias probe, attribution and the report, in one resumable run.
+
+A study directory holds ``study.json`` (its config, state and the stages done) and one run directory per stage.
+Every stage resumes on its own terms (sweeps level by level, isolation test by test), and a stage marked done is
+not run again, so a killed study started again with the same command picks up where it stopped.
+"""
+
+from __future__ import annotations
+
+import logging
+import shutil
+import time
+from pathlib import Path
+
+import torch
+
+from sdprobe.errors import RunError
+from sdprobe.io import read_json, write_json
+from sdprobe.runs import environment, now
+from sdprobe.study.config import StudyConfig
+
+log = logging.getLogger(__name__)
+STUDY_FILE = "study.json"
+REPORT_FILE = "report.html"
+
+
+def _attribution_prompts(n: int, seed: int) -> list[str]:
+    import numpy as np
+
+    from sdprobe.world import format_prompt, sample_specs
+
+    return [format_prompt(s) for s in sample_specs(n, np.random.default_rng(seed + 7))]
+
+
+class Study:
+    """A study directory being run. Use :func:`run_study`."""
+
+    def __init__(self, config: StudyConfig, out: Path, progress: bool = True):
+        self.config, self.out, self.progress = config, Path(out), progress
+        self.state = read_json(self.out / STUDY_FILE)
+        self._pipe = None
+
+    @property
+    def pipe(self):
+        if self._pipe is None:
+            from sdprobe.models import load_pipeline
+
+            self._pipe = load_pipeline(self.config.model, self.config.device, getattr(torch, self.config.dtype))
+        return self._pipe
+
+    def stage(self, name: str, fn) -> None:
+        """Run one stage unless ``study.json`` says it is done; record its outcome and duration."""
+        done = self.state["stages"].get(name)
+        if done and done["status"] in ("done", "skipped"):
+            log.info("stage %s already %s", name, done["status"])
+            return
+        log.info("stage %s", name)
+        t0 = time.time()
+        try:
+            note = fn() or ""
+            status = "done"
+        except RunError as exc:  # e.g. nothing collapses suddenly, so there is nothing to isolate
+            note, status = str(exc), "skipped"
+            log.warning("stage %s skipped: %s", name, exc)
+        self.state["stages"][name] = {"status": status, "seconds": round(time.time() - t0, 1), "note": note}
+        write_json(self.out / STUDY_FILE, self.state)
+
+    # -- stages ----------------------------------------------------------------------------------------------------
+    def sweep(self, spec) -> str:
+        from sdprobe.sweep import run_sweep
+        from sdprobe.thresholds import run_thresholds
+
+        run = run_sweep(self.pipe, self.config.sweep_config(spec), self.out / spec.name, progress=self.progress)
+        table = run_thresholds(run.path)
+        sudden = table.loc[table["kind"] == "sudden", "metric"].tolist()
+        return f"sudden collapses: {', '.join(sudden) or 'none'}"
+
+    def isolation(self) -> str:
+        from sdprobe.isolate import isolate_all
+
+        iso = self.config.isolation
+        report = isolate_all(self.out / iso.sweep, iso.meanings, self.pipe, n_controls=iso.controls, seed=self.config.seed,
+                             max_prompts=iso.max_prompts, max_evaluations=iso.max_evaluations, progress=self.progress)
+        return f"critical sets for {', '.join(report.sets) or 'no meaning'}"
+
+    def bias(self) -> str:
+        from sdprobe.bias import BiasRunConfig, load_bias_probe, make_classifier, run_bias
+
+        spec = self.config.bias
+        probe = load_bias_probe(spec.probe)
+        cfg = BiasRunConfig(probe=spec.probe, model=self.config.model, n_images=spec.n_images, seed=self.config.seed,
+                            components=tuple(spec.components), methods=tuple(spec.methods),
+                            sparsities=tuple(spec.sparsities), generation=self.config.generation)
+        run_bias(self.pipe, probe, make_classifier(probe, device=self.config.device), cfg, self.out / "bias",
+                 progress=self.progress)
+        return f"probe {spec.probe}"
+
+    def bias_weights(self) -> str:
+        from sdprobe.attribution.heads import make_head
+        from sdprobe.bias import (
+            BiasRunConfig, BiasSearchConfig, find_bias_critical, load_bias_probe, make_classifier, write_bias_critical,
+        )
+        from sdprobe.runs import RunDir
+
+        spec = self.config.bias
+        probe = load_bias_probe(spec.probe)
+        classify = make_classifier(probe, device=self.config.device)
+        search = BiasSearchConfig(generation=self.config.generation, seed=self.config.seed)
+        result = find_bias_critical(self.pipe, probe, classify, make_head(self.pipe), search, progress=self.progress)
+        write_bias_critical(RunDir.open(self.out / "bias"), probe, classify, result, self.pipe, spec.n_images,
+                            self.config.generation, self.config.seed, BiasRunConfig().n_boot)
+        s = result.summary
+        return f"{s['size']} weights; share {s['bias_before']:.3f} -> {s['bias_after']:.3f}, p = {s['p_value']:.3f}"
+
+    def attribution(self) -> str:
+        from sdprobe.attribution.heads import make_head
+        from sdprobe.attribution.run import AttributionConfig, run_attribution
+
+        spec = self.config.attribution
+        prompts = _attribution_prompts(spec.n_prompts, self.config.seed)
+        iso = self.config.isolation
+        critical = str(self.out / iso.sweep) if (spec.compare_critical and iso is not None) else None
+        cfg = AttributionConfig(prompts=tuple(prompts), target=spec.target, seeds=(self.config.seed,),
+                                model=self.config.model, neurons=tuple(spec.neurons), critical_run=critical,
+                                critical_meanings=tuple(iso.meanings or ()) if critical else ())
+        run_attribution(self.pipe, make_head(self.pipe), cfg, self.out / "attribution", progress=self.progress)
+        return f"{len(prompts)} prompts, target {spec.target}"
+
+    def report(self) -> str:
+        from sdprobe.report import make_report
+
+        self.state["state"] = "finished"  # the report is the last stage; it reads the study as finished
+        write_json(self.out / STUDY_FILE, self.state)
+        make_report([self.out], self.out / REPORT_FILE)
+        return str(self.out / REPORT_FILE)
+
+
+def _open(config: StudyConfig, out: Path, overwrite: bool) -> None:
+    path = out / STUDY_FILE
+    if path.exists():
+        old = read_json(path)
+        if old.get("state") == "finished" and not overwrite:
+            raise RunError(f"{out} holds a finished study; pass --overwrite to run it again, or choose another --out")
+        if old.get("state") == "finished" or old.get("config") != config.to_dict():
+            if not overwrite:
+                raise RunError(f"{out} holds a study made with a different configuration; pass --overwrite to "
+                               "replace it, or choose another --out")
+            shutil.rmtree(out)
+        else:
+            return
+    elif out.exists() and any(out.iterdir()):
+        raise RunError(f"{out} exists and is not an sdprobe study; choose an empty or new --out")
+    out.mkdir(parents=True, exist_ok=True)
+    runs = [s.name for s in config.sweeps] + [n for n, on in (("bias", config.bias), ("attribution", config.attribution)) if on]
+    write_json(path, {"state": "running", "started": now(), "config": config.to_dict(), "runs": runs, "stages": {},
+                      "environment": environment()})
+
+
+def run_study(config: StudyConfig, out: Path, overwrite: bool = False, progress: bool = True) -> Path:
+    """Run (or resume) a whole study and write its report.
+
+    Args:
+        config (StudyConfig): the recipe (see ``analyses/organism.toml``).
+        out (Path): the study directory; resumed when it holds an unfinished study with the same config.
+        overwrite (bool): replace a finished study, or one made with another config. Default: False.
+        progress (bool): progress bars. Default: True.
+
+    Returns:
+        Path: the HTML report, ``out/report.html``.
+
+    Raises:
+        RunError: ``out`` holds a finished study (and ``overwrite`` is False) or something that is not a study.
+
+    Example:
+        >>> run_study(StudyConfig().quick(), Path("runs/quick"))
+        PosixPath('runs/quick/report.html')
+    """
+    out = Path(out)
+    _open(config, out, overwrite)
+    study = Study(config, out, progress)
+    for spec in config.sweeps:
+        study.stage(f"sweep:{spec.name}", lambda spec=spec: study.sweep(spec))
+    if config.isolation is not None:
+        study.stage("isolation", study.isolation)
+    if config.bias is not None:
+        study.stage("bias", study.bias)
+        if config.bias.critical:
+            study.stage("bias-weights", study.bias_weights)
+    if config.attribution is not None:
+        study.stage("attribution", study.attribution)
+    study.stage("report", study.report)
+    return out / REPORT_FILE
