@@ -63,7 +63,7 @@ def environment() -> dict:
         "torch": torch.__version__,
         "diffusers": diffusers.__version__,
         "transformers": transformers.__version__,
-        "sdprobe": getattr(sdprobe, "__version__", "unknown"),
+        "sdprobe": sdprobe.__version__,
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
         "threads": torch.get_num_threads(),
         "created": now(),
