@@ -13,6 +13,7 @@ import sys
 from sdprobe.errors import SdprobeError
 
 COMMANDS = (  # module names under sdprobe.cli, in the order --help lists them
+    "study",
     "generate",
     "evaluate",
     "train_organism",
@@ -20,6 +21,7 @@ COMMANDS = (  # module names under sdprobe.cli, in the order --help lists them
     "thresholds",
     "isolate",
     "attribute", "bias",
+    "export",
     "report",
 )
 
@@ -36,9 +38,21 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def _fit_threads_to_cpus() -> None:
+    """Use no more torch threads than the CPUs this process may run on (oversubscribed threads stall each other)."""
+    import os
+
+    import torch
+
+    allowed = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+    if torch.get_num_threads() > allowed:
+        torch.set_num_threads(allowed)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
+    _fit_threads_to_cpus()
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)

@@ -36,7 +36,7 @@ class TrainConfig:
     vae_steps: int = 600  # VAE training steps
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-6  # weight of the KL term (Stable Diffusion's VAE uses a tiny one too)
-    unet_steps: int = 5000  # UNet + text-encoder training steps
+    unet_steps: int = 4000  # UNet + text-encoder training steps
     unet_lr: float = 4e-4
     warmup: int = 200  # linear warm-up steps of the UNet stage
     p_omit: float = 0.3  # probability of leaving out each attribute of a training prompt
@@ -81,22 +81,32 @@ def _train_vae(cfg: TrainConfig, rng: np.random.Generator, vae) -> None:
     log.info("vae latent std %.4f -> scaling factor %.4f", std, 1.0 / std)
 
 
-def _save_pipeline(out: Path, tokenizer, text_encoder, vae, unet) -> None:
+STORED_DTYPE = torch.float16  # UNet and VAE weights are stored in half precision; diffusers loads them as float32
+
+
+def save_pipeline(out: Path, tokenizer, text_encoder, vae, unet) -> None:
+    """Write the organism as a stock ``StableDiffusionPipeline`` folder, replacing ``out`` atomically.
+
+    The UNet and VAE are stored in :data:`STORED_DTYPE` to keep the package small; diffusers loads them as float32.
+    The text encoder stays float32 because transformers keeps the stored dtype (0.7 MB).
+    """
+    import shutil
+
     pipe = StableDiffusionPipeline(
-        vae=vae,
+        vae=copy.deepcopy(vae).to(STORED_DTYPE),
         text_encoder=text_encoder,
         tokenizer=tokenizer,
-        unet=unet,
+        unet=copy.deepcopy(unet).to(STORED_DTYPE),
         scheduler=components.sample_scheduler(),
         safety_checker=None,
         feature_extractor=None,
         requires_safety_checker=False,
     )
     tmp = out.with_name(out.name + ".tmp")
+    if tmp.exists():
+        shutil.rmtree(tmp)
     pipe.save_pretrained(tmp, safe_serialization=True)
     if out.exists():
-        import shutil
-
         shutil.rmtree(out)
     tmp.rename(out)
 
@@ -186,7 +196,7 @@ def train(out: Path, work: Path, cfg: TrainConfig = TrainConfig()) -> Path:
                          sched=sched.state_dict(), rng=rng.bit_generator.state, torch_rng=torch.get_rng_state())
             torch.save(state, ckpt.with_suffix(".tmp"))
             ckpt.with_suffix(".tmp").replace(ckpt)
-            _save_pipeline(out, tokenizer, ema_te, vae, ema_unet)
+            save_pipeline(out, tokenizer, ema_te, vae, ema_unet)
             (work / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
             log.info("checkpoint at step %d -> %s", done, out)
     return out
