@@ -7,6 +7,8 @@ from pathlib import Path
 
 from sdprobe.cli.common import DTYPES
 
+MAX_DEFAULT_JOBS = 4  # default sweep processes, capped by the CPUs available
+
 
 def add_parser(sub) -> None:
     p = sub.add_parser("study", help="run every analysis on a model and write the HTML report (the main job)",
@@ -20,12 +22,15 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a finished study in --out")
     p.add_argument("--device", default=None, help="overrides the config's device")
     p.add_argument("--dtype", default=None, choices=DTYPES, help="overrides the config's dtype")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="processes for the sweeps (default: the CPUs this process may use, at most 4)")
     p.add_argument("--report", type=Path, default=None, help="also copy the report to this path")
     p.set_defaults(func=run)
 
 
 def run(args: argparse.Namespace) -> int:
     import dataclasses
+    import os
     import shutil
 
     from sdprobe.study import StudyConfig, load_study_config, run_study
@@ -38,7 +43,10 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError(f"dtype {config.dtype} needs a CUDA device; use float32 on the CPU")
     if args.quick:
         config = config.quick()
-    report = run_study(config, args.out, overwrite=args.overwrite)
+    jobs = args.jobs if args.jobs is not None else min(MAX_DEFAULT_JOBS, len(os.sched_getaffinity(0)))
+    if config.device != "cpu":
+        jobs = 1  # one process drives the GPU
+    report = run_study(config, args.out, overwrite=args.overwrite, jobs=jobs)
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(report, args.report)

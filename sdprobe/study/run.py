@@ -48,22 +48,21 @@ class Study:
             self._pipe = load_pipeline(self.config.model, self.config.device, getattr(torch, self.config.dtype))
         return self._pipe
 
+    def is_done(self, name: str) -> bool:
+        done = self.state["stages"].get(name)
+        return bool(done) and done["status"] in ("done", "skipped")
+
+    def record(self, name: str, outcome: dict) -> None:
+        self.state["stages"][name] = outcome
+        write_json(self.out / STUDY_FILE, self.state)
+
     def stage(self, name: str, fn) -> None:
         """Run one stage unless ``study.json`` says it is done; record its outcome and duration."""
-        done = self.state["stages"].get(name)
-        if done and done["status"] in ("done", "skipped"):
-            log.info("stage %s already %s", name, done["status"])
+        if self.is_done(name):
+            log.info("stage %s already done", name)
             return
         log.info("stage %s", name)
-        t0 = time.time()
-        try:
-            note = fn() or ""
-            status = "done"
-        except RunError as exc:  # e.g. nothing collapses suddenly, so there is nothing to isolate
-            note, status = str(exc), "skipped"
-            log.warning("stage %s skipped: %s", name, exc)
-        self.state["stages"][name] = {"status": status, "seconds": round(time.time() - t0, 1), "note": note}
-        write_json(self.out / STUDY_FILE, self.state)
+        self.record(name, _timed(fn))
 
     # -- stages ----------------------------------------------------------------------------------------------------
     def sweep(self, spec) -> str:
@@ -135,6 +134,51 @@ class Study:
         return str(self.out / REPORT_FILE)
 
 
+def _timed(fn) -> dict:
+    """Run a stage function; a RunError (e.g. nothing collapses, so nothing to isolate) skips the stage."""
+    t0 = time.time()
+    try:
+        note, status = fn() or "", "done"
+    except RunError as exc:
+        note, status = str(exc), "skipped"
+        log.warning("stage skipped: %s", exc)
+    return {"status": status, "seconds": round(time.time() - t0, 1), "note": note}
+
+
+_WORKER: dict = {}  # per worker process: the Study it runs sweeps for
+
+
+def _worker_init(config_dict: dict, out: str) -> None:
+    from sdprobe.study.config import study_config_from_dict
+
+    torch.set_num_threads(1)  # one thread per process: the processes share the cores
+    _WORKER["study"] = Study(study_config_from_dict(config_dict), Path(out), progress=False)
+
+
+def _worker_sweep(name: str) -> dict:
+    study = _WORKER["study"]
+    spec = next(s for s in study.config.sweeps if s.name == name)
+    return _timed(lambda: study.sweep(spec))
+
+
+def _parallel_sweeps(study: Study, jobs: int) -> None:
+    """Run the study's pending sweeps in ``jobs`` processes; only this process writes ``study.json``."""
+    import multiprocessing
+    from concurrent.futures import ProcessPoolExecutor, as_completed
+
+    pending = [s.name for s in study.config.sweeps if not study.is_done(f"sweep:{s.name}")]
+    if not pending:
+        return
+    ctx = multiprocessing.get_context("spawn")
+    with ProcessPoolExecutor(min(jobs, len(pending)), mp_context=ctx, initializer=_worker_init,
+                             initargs=(study.config.to_dict(), str(study.out))) as pool:
+        futures = {pool.submit(_worker_sweep, name): name for name in pending}
+        for future in as_completed(futures):
+            name = futures[future]
+            study.record(f"sweep:{name}", future.result())
+            log.info("stage sweep:%s %s", name, study.state["stages"][f"sweep:{name}"]["status"])
+
+
 def _open(config: StudyConfig, out: Path, overwrite: bool) -> None:
     path = out / STUDY_FILE
     if path.exists():
@@ -156,7 +200,7 @@ def _open(config: StudyConfig, out: Path, overwrite: bool) -> None:
                       "environment": environment()})
 
 
-def run_study(config: StudyConfig, out: Path, overwrite: bool = False, progress: bool = True) -> Path:
+def run_study(config: StudyConfig, out: Path, overwrite: bool = False, progress: bool = True, jobs: int = 1) -> Path:
     """Run (or resume) a whole study and write its report.
 
     Args:
@@ -164,6 +208,8 @@ def run_study(config: StudyConfig, out: Path, overwrite: bool = False, progress:
         out (Path): the study directory; resumed when it holds an unfinished study with the same config.
         overwrite (bool): replace a finished study, or one made with another config. Default: False.
         progress (bool): progress bars. Default: True.
+        jobs (int): run the sweeps in this many processes (one torch thread each); the later stages use this
+            process. Default: 1.
 
     Returns:
         Path: the HTML report, ``out/report.html``.
@@ -175,9 +221,13 @@ def run_study(config: StudyConfig, out: Path, overwrite: bool = False, progress:
         >>> run_study(StudyConfig().quick(), Path("runs/quick"))
         PosixPath('runs/quick/report.html')
     """
+    if jobs < 1:
+        raise ValueError(f"jobs must be positive, got {jobs}")
     out = Path(out)
     _open(config, out, overwrite)
     study = Study(config, out, progress)
+    if jobs > 1:
+        _parallel_sweeps(study, jobs)
     for spec in config.sweeps:
         study.stage(f"sweep:{spec.name}", lambda spec=spec: study.sweep(spec))
     if config.isolation is not None:
