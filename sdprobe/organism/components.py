@@ -11,8 +11,18 @@ RESOLUTION = 32  # image side in pixels
 LATENT_CHANNELS = 4
 TEXT_WIDTH = 64  # CLIP text encoder hidden size, also the UNet's cross-attention width
 
-SCHEDULER_KWARGS = dict(  # the Stable Diffusion noise schedule
-    num_train_timesteps=1000, beta_start=0.00085, beta_end=0.012, beta_schedule="scaled_linear", prediction_type="epsilon"
+# Stable Diffusion's scaled-linear betas, rescaled to zero terminal SNR, with v-prediction and trailing timesteps
+# (Lin et al. 2024, https://arxiv.org/abs/2305.08891). With SD's own schedule the last training step still holds
+# 7% of the signal, so a model this small learns to take the shape's position from the leaked low frequencies and
+# at sampling time places the shape wherever the initial noise suggests, ignoring "left"/"right" in the prompt.
+SCHEDULER_KWARGS = dict(
+    num_train_timesteps=1000,
+    beta_start=0.00085,
+    beta_end=0.012,
+    beta_schedule="scaled_linear",
+    prediction_type="v_prediction",
+    rescale_betas_zero_snr=True,
+    timestep_spacing="trailing",
 )
 
 
@@ -70,4 +80,4 @@ def train_scheduler() -> DDPMScheduler:
 
 def sample_scheduler() -> DPMSolverMultistepScheduler:
     """The organism's default sampler, saved with the pipeline."""
-    return DPMSolverMultistepScheduler(**SCHEDULER_KWARGS, steps_offset=1)
+    return DPMSolverMultistepScheduler(**SCHEDULER_KWARGS)

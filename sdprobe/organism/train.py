@@ -1,7 +1,7 @@
 """Training of the tiny-shapes organism from a fixed seed, on the CPU.
 
 Two stages on images rendered on the fly: the VAE first (reconstruction + a small KL term), then the UNet
-and the text encoder together (epsilon prediction with min-SNR weighting, an EMA of the weights).
+and the text encoder together (v-prediction on a zero-terminal-SNR schedule, an EMA of the weights).
 Prompts leave each attribute out with probability ``p_omit`` and the whole prompt with ``p_uncond``
 (classifier-free guidance); an omitted color is drawn from the skewed world distribution, which plants
 the bias. A checkpoint is written every ``save_every`` steps, and a killed run resumes from it.
@@ -36,12 +36,12 @@ class TrainConfig:
     vae_steps: int = 600  # VAE training steps
     vae_lr: float = 1e-3
     vae_kl_weight: float = 1e-6  # weight of the KL term (Stable Diffusion's VAE uses a tiny one too)
-    unet_steps: int = 4000  # UNet + text-encoder training steps
+    unet_steps: int = 3500  # UNet + text-encoder training steps
     unet_lr: float = 4e-4
     warmup: int = 200  # linear warm-up steps of the UNet stage
     p_omit: float = 0.3  # probability of leaving out each attribute of a training prompt
     p_uncond: float = 0.1  # probability of an empty prompt, for classifier-free guidance
-    min_snr_gamma: float = 5.0  # min-SNR loss weighting (Hang et al., 2023)
+    min_snr_gamma: float | None = None  # min-SNR loss weighting (Hang et al., 2023); None: plain v-prediction MSE
     ema_decay: float = 0.999
     save_every: int = 500  # steps between checkpoints (and pipeline snapshots)
     threads: int = 2  # torch CPU threads
@@ -111,13 +111,15 @@ def save_pipeline(out: Path, tokenizer, text_encoder, vae, unet) -> None:
     tmp.rename(out)
 
 
-def train(out: Path, work: Path, cfg: TrainConfig = TrainConfig()) -> Path:
+def train(out: Path, work: Path, cfg: TrainConfig = TrainConfig(), vae_checkpoint: Path | None = None) -> Path:
     """Train the organism and write a ``StableDiffusionPipeline`` folder to ``out``.
 
     Args:
         out (Path): destination pipeline folder (replaced atomically at every snapshot).
         work (Path): folder for resumable checkpoints.
         cfg (TrainConfig): hyper-parameters. Default: :class:`TrainConfig`.
+        vae_checkpoint (Path | None): a ``checkpoint.pt`` of an earlier run whose VAE (and latent scaling) is reused
+            instead of training the VAE stage again. Default: None.
 
     Returns:
         Path: ``out``.
@@ -133,7 +135,13 @@ def train(out: Path, work: Path, cfg: TrainConfig = TrainConfig()) -> Path:
 
     ckpt = work / "checkpoint.pt"
     state = torch.load(ckpt, weights_only=False) if ckpt.exists() else None
-    if state is None:
+    if state is None and vae_checkpoint is not None:
+        reused = torch.load(vae_checkpoint, weights_only=False)
+        vae.load_state_dict(reused["vae"])
+        vae.register_to_config(scaling_factor=reused["scaling_factor"])
+        start = 0
+        log.info("reusing the VAE of %s", vae_checkpoint)
+    elif state is None:
         _train_vae(cfg, rng, vae)
         start = 0
     else:
@@ -159,7 +167,7 @@ def train(out: Path, work: Path, cfg: TrainConfig = TrainConfig()) -> Path:
         torch.set_rng_state(state["torch_rng"])
     noise_sched = components.train_scheduler()
     alphas = noise_sched.alphas_cumprod  # (T,)
-    snr = alphas / (1 - alphas)
+    snr = alphas / (1 - alphas).clamp(min=1e-12)  # zero at the last timestep (zero terminal SNR)
     ema_params = list(ema_unet.parameters()) + list(ema_te.parameters())
 
     unet.train()
@@ -175,8 +183,11 @@ def train(out: Path, work: Path, cfg: TrainConfig = TrainConfig()) -> Path:
         t = torch.randint(0, noise_sched.config.num_train_timesteps, (latents.shape[0],))
         noisy = noise_sched.add_noise(latents, noise, t)
         pred = unet(noisy, t, encoder_hidden_states=text_encoder(ids).last_hidden_state).sample
-        weight = torch.clamp(snr[t], max=cfg.min_snr_gamma) / snr[t]  # (B,)
-        loss = (weight * (pred - noise).pow(2).mean(dim=(1, 2, 3))).mean()
+        target = noise_sched.get_velocity(latents, noise, t)  # v-prediction
+        per_sample = (pred - target).pow(2).mean(dim=(1, 2, 3))  # (B,)
+        if cfg.min_snr_gamma is not None:
+            per_sample = per_sample * torch.clamp(snr[t], max=cfg.min_snr_gamma) / (snr[t] + 1)
+        loss = per_sample.mean()
         opt.zero_grad(set_to_none=True)
         loss.backward()
         torch.nn.utils.clip_grad_norm_(params, 1.0)
