@@ -80,4 +80,4 @@ def train_scheduler() -> DDPMScheduler:
 
 def sample_scheduler() -> DPMSolverMultistepScheduler:
     """The organism's default sampler, saved with the pipeline."""
-    return DPMSolverMultistepScheduler(**SCHEDULER_KWARGS)
+    return DPMSolverMultistepScheduler(**SCHEDULER_KWARGS, steps_offset=1)  # offset unused by trailing spacing
