@@ -4,11 +4,17 @@ Scores are computed once per component and sorted once (:class:`sdprobe.prune.Pr
 one level to the next touches only the weights that change. Every level uses the same prompts, seeds and initial
 noise. Each finished level is written atomically to the run directory before the next starts, so a killed sweep
 started again with the same command resumes without losing or repeating a row.
+
+Under ``accelerate launch`` or ``torchrun`` every process prunes to the same level and generates its share of the
+prompts; the main process gathers the images, scores them and alone writes the run directory, and the levels to
+evaluate are decided there and broadcast (see :mod:`sdprobe.distributed`). A single process takes the same path
+without any communication.
 """
 
 from __future__ import annotations
 
 import contextlib
+import functools
 import logging
 from typing import Iterator
 
@@ -17,6 +23,7 @@ import pandas as pd
 from tqdm.auto import tqdm
 
 from sdprobe.architecture import select
+from sdprobe.distributed import Processes, current
 from sdprobe.errors import RunError
 from sdprobe.generate import generate
 from sdprobe.io import save_image_grid, write_json
@@ -81,10 +88,14 @@ def _set_level(masks: dict[str, ProgressiveMask], config: SweepConfig, level: fl
         mask.set_sparsity(config.components[component].sparsity(level))
 
 
-def _evaluate_level(pipe, config, masks, level, prompts, seeds, reference, metrics):
-    """Generate and score one level; returns (rows, per-tensor sparsity table, images)."""
-    _set_level(masks, config, level)
-    images = generate(pipe, prompts, seeds, config.generation)
+def _generate_all(pipe, config: SweepConfig, prompts, seeds, processes: Processes) -> np.ndarray | None:
+    """Images of all prompts on the main process (``None`` on the others); each process generates its share."""
+    return processes.gather_shares(lambda part: generate(pipe, prompts[part], seeds[part], config.generation),
+                                   len(prompts))
+
+
+def _score_level(pipe, config, masks, level, prompts, seeds, images, reference, metrics):
+    """Score one level's images; returns (rows, per-tensor sparsity table)."""
     table = pd.DataFrame({"level": level, "prompt": prompts, "seed": seeds, "index": np.arange(len(prompts))})
     for metric in metrics:
         table = pd.concat([table, metric.score(prompts, images, reference)], axis=1)
@@ -100,17 +111,45 @@ def _evaluate_level(pipe, config, masks, level, prompts, seeds, reference, metri
     table.insert(1, "sparsity_scope", scope_zero / max(scope_numel, 1))
     for k, v in stats.items():
         table[k] = v
-    return table, pd.concat(layers, ignore_index=True), images
+    return table, pd.concat(layers, ignore_index=True)
 
 
-def run_sweep(pipe, config: SweepConfig, out, progress: bool = True) -> RunDir:
+def _write_level(run: RunDir, pipe, config, masks, level, prompts, seeds, images, reference, metrics,
+                 n_samples: int) -> None:
+    """Score one level and write it to the run directory (main process only)."""
+    rows, layers = _score_level(pipe, config, masks, level, prompts, seeds, images, reference, metrics)
+    if n_samples:
+        save_image_grid(images[:n_samples], run.sample_image(level), columns=n_samples, scale=SAMPLE_SCALE)
+    run.write_level(level, rows, layers)
+
+
+def _open_run(out, config: SweepConfig, higher: dict[str, bool], samples: dict) -> RunDir:
+    run = RunDir.open_or_create(out, {**config.to_dict(), "higher_is_better": higher})
+    write_json(run.path / SAMPLES, samples)
+    return run
+
+
+def _refinement_round(run: RunDir, config: SweepConfig, known: set[float], quantities: list[str],
+                      higher: dict[str, bool]) -> tuple[list[float], list[float]]:
+    """The levels one refinement round proposes from the rows of the ``known`` levels, and those not yet done."""
+    table = run.results()
+    table = table[table["level"].round(GRID_DECIMALS).isin(known)]
+    proposals = next_levels(table, quantities, resolution=config.refine, higher_is_better=higher)
+    new = sorted({round(p, GRID_DECIMALS) for p in proposals} - known)
+    new = [lv for lv in new if config.start <= lv <= config.stop]
+    return new, [lv for lv in new if not run.has_level(lv)]
+
+
+def run_sweep(pipe, config: SweepConfig, out, progress: bool = True, processes: Processes | None = None) -> RunDir:
     """Run (or resume) a progressive sweep and write its run directory.
 
     Args:
         pipe: the loaded pipeline (see :func:`sdprobe.models.load_pipeline`).
         config (SweepConfig): what to prune, how, at which levels, with which prompts and metrics.
         out (Path): the run directory; resumed when it holds a run with the same config.
-        progress (bool): show a progress bar with ETA. Default: True.
+        progress (bool): show a progress bar with ETA (on the main process). Default: True.
+        processes (Processes | None): the processes sharing the work; ``None``: those the launcher started
+            (:func:`sdprobe.distributed.current`: one process without a launcher). Default: ``None``.
 
     Returns:
         RunDir: the finished run.
@@ -125,44 +164,41 @@ def run_sweep(pipe, config: SweepConfig, out, progress: bool = True) -> RunDir:
     metrics = make_metrics(config.metrics, config.metric_options)
     higher = {col: hib for m in metrics for col, hib in m.higher_is_better.items()}
     scope_refs(pipe, config)  # bad selectors fail before the run directory is created
-    run = RunDir.open_or_create(out, {**config.to_dict(), "higher_is_better": higher})
+    procs = processes or current(pipe.device)
     prompts, seeds = sweep_prompts(config)
     n_samples = min(config.n_samples, len(prompts))
-    write_json(run.path / SAMPLES, {"prompts": prompts[:n_samples], "seeds": seeds[:n_samples]})
-    reference = generate(pipe, prompts, seeds, config.generation) if any(m.name == "distance" for m in metrics) else None
+    samples = {"prompts": prompts[:n_samples], "seeds": seeds[:n_samples]}
+    run = procs.on_main(functools.partial(_open_run, out, config, higher, samples))
+    distance = any(m.name == "distance" for m in metrics)
+    reference = _generate_all(pipe, config, prompts, seeds, procs) if distance else None
     quantities = [c for c, _ in higher.items() if c != "distance"]
 
     with progressive_masks(pipe, config, calibration_prompts(config, prompts)) as masks:
-        todo = [lv for lv in config.grid() if not run.has_level(lv)]
+        todo = procs.on_main(lambda: [lv for lv in config.grid() if not run.has_level(lv)])
         bar = tqdm(total=len(config.grid()), initial=len(config.grid()) - len(todo), desc="sweep", unit="level",
-                   disable=not progress)
+                   disable=not (progress and procs.is_main))
         # Each refinement round proposes levels from the levels of the earlier rounds only (``known``), never from
         # levels a killed run finished ahead of their round, so a resumed sweep replays the same rounds.
         known, rounds = set(config.grid()), 0
         while True:
             for level in todo:
                 bar.set_postfix(level=f"{level:.4f}")
-                rows, layers, images = _evaluate_level(pipe, config, masks, level, prompts, seeds, reference, metrics)
-                if n_samples:
-                    save_image_grid(images[:n_samples], run.sample_image(level), columns=n_samples, scale=SAMPLE_SCALE)
-                run.write_level(level, rows, layers)
+                _set_level(masks, config, level)
+                images = _generate_all(pipe, config, prompts, seeds, procs)
+                procs.on_main(functools.partial(_write_level, run, pipe, config, masks, level, prompts, seeds, images,
+                                                reference, metrics, n_samples))
                 bar.update(1)
             if config.refine is None or rounds >= config.max_refine_rounds:
                 break
-            table = run.results()
-            table = table[table["level"].round(GRID_DECIMALS).isin(known)]
-            proposals = next_levels(table, quantities, resolution=config.refine, higher_is_better=higher)
-            new = sorted({round(p, GRID_DECIMALS) for p in proposals} - known)
-            new = [lv for lv in new if config.start <= lv <= config.stop]
+            new, todo = procs.on_main(functools.partial(_refinement_round, run, config, known, quantities, higher))
             if not new:
                 break
             known.update(new)
-            todo = [lv for lv in new if not run.has_level(lv)]
             bar.total += len(new)
             bar.update(len(new) - len(todo))
             rounds += 1
         bar.close()
-    run.finish()
+    procs.on_main(lambda: run.finish() is None)  # every process returns once the run is consolidated
     log.info("sweep finished: %d levels in %s", len(run.done_levels()), run.path)
     return run
 
