@@ -15,9 +15,9 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_generation_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=int, default=20, help="denoising steps (default: %(default)s)")
+    p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default: %(default)s)")
     p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance (default: %(default)s)")
-    p.add_argument("--batch-size", type=int, default=64, help="images per pipeline call (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=64, help="images per pipeline call (default: %(default)s)")
 
 
 def generation_config(args: argparse.Namespace):
@@ -29,12 +29,13 @@ def generation_config(args: argparse.Namespace):
 def load(args: argparse.Namespace):
     import torch
 
+    from sdprobe.distributed import process_device
     from sdprobe.models import load_pipeline
 
     dtype = getattr(torch, args.dtype)
     if dtype != torch.float32 and args.device == "cpu":
         raise ValueError(f"--dtype {args.dtype} needs a CUDA device; use float32 on the CPU")
-    return load_pipeline(args.model, device=args.device, dtype=dtype)
+    return load_pipeline(args.model, device=process_device(args.device), dtype=dtype)
 
 
 def positive_int(text: str) -> int:
