@@ -41,14 +41,14 @@ class IsolationSpec:
     sweep: str = "te-magnitude"  # the sweep whose collapses are isolated
     meanings: list[str] | None = None  # None: every meaning that collapses suddenly
     controls: int = 20  # random control sets per meaning
-    max_prompts: int | None = 32  # prompts per evaluation (the sweep's first ones); None: all
-    max_evaluations: int | None = 400  # search budget per meaning
+    max_prompts: int | None = 16  # prompts per evaluation (the sweep's first ones); None: all
+    max_evaluations: int | None = 150  # search budget per meaning
 
 
 @dataclass
 class BiasSpec:
     probe: str = "default-color"
-    n_images: int = 128  # images per probe group and condition
+    n_images: int = 96  # images per probe group and condition
     components: list[str] = field(default_factory=lambda: ["text_encoder", "unet"])
     methods: list[str] = field(default_factory=lambda: ["magnitude"])
     sparsities: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8])
@@ -69,7 +69,7 @@ class StudyConfig:
     device: str = "cpu"
     dtype: str = "float32"
     seed: int = 0
-    n_prompts: int = 64  # prompts per sweep level
+    n_prompts: int = 48  # prompts per sweep level
     metrics: list[str] = field(default_factory=lambda: ["oracle", "distance"])
     metric_options: dict[str, dict] = field(default_factory=dict)  # metric -> constructor kwargs, e.g. clip_path
     prompts_file: str | None = None  # one prompt per line; None: the organism's grammar
