@@ -15,9 +15,13 @@ def add_model_args(p: argparse.ArgumentParser) -> None:
 
 
 def add_generation_args(p: argparse.ArgumentParser) -> None:
-    p.add_argument("--steps", type=positive_int, default=20, help="denoising steps (default: %(default)s)")
-    p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance (default: %(default)s)")
-    p.add_argument("--batch-size", type=positive_int, default=64, help="images per pipeline call (default: %(default)s)")
+    from sdprobe.generate import GenerationConfig
+
+    d = GenerationConfig()
+    p.add_argument("--steps", type=positive_int, default=d.steps, help="denoising steps (default: %(default)s)")
+    p.add_argument("--guidance", type=float, default=d.guidance, help="classifier-free guidance (default: %(default)s)")
+    p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
+                   help="images per pipeline call (default: %(default)s)")
 
 
 def generation_config(args: argparse.Namespace):
