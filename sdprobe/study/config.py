@@ -69,7 +69,7 @@ class StudyConfig:
     device: str = "cpu"
     dtype: str = "float32"
     seed: int = 0
-    n_prompts: int = 48  # prompts per sweep level
+    n_prompts: int = 32  # prompts per sweep level
     metrics: list[str] = field(default_factory=lambda: ["oracle", "distance"])
     metric_options: dict[str, dict] = field(default_factory=dict)  # metric -> constructor kwargs, e.g. clip_path
     prompts_file: str | None = None  # one prompt per line; None: the organism's grammar
