@@ -32,7 +32,7 @@ from sdprobe.isolate.candidates import CandidateSet
 from sdprobe.isolate.critical import CriticalSet, isolate_meaning, jaccard
 from sdprobe.isolate.evaluator import MaskEvaluator
 from sdprobe.isolate.log import CachedEvaluator, EvaluationLog
-from sdprobe.isolate.search import DEFAULT_LEVELS, NothingToIsolate
+from sdprobe.isolate.search import SearchBudgetExceeded, DEFAULT_LEVELS, NothingToIsolate
 from sdprobe.isolate.store import (
     EVALUATIONS,
     OVERLAPS,
@@ -329,7 +329,7 @@ def isolate_all(run_dir: Path, meanings: Sequence[str] | None = None, pipe=None,
         for m in wanted:
             try:
                 sets[m] = isolate_in_session(session, m, bar, n_controls, seed, levels, max_evaluations, progress)
-            except (NothingToIsolate, RunError) as exc:
+            except (NothingToIsolate, SearchBudgetExceeded, RunError) as exc:
                 log.warning("%s: not isolated: %s", m, exc)
                 skipped[m] = str(exc)
     overlaps, where = overlap_table(sets), where_table(sets)

@@ -42,7 +42,7 @@ class IsolationSpec:
     meanings: list[str] | None = None  # None: every meaning that collapses suddenly
     controls: int = 20  # random control sets per meaning
     max_prompts: int | None = 16  # prompts per evaluation (the sweep's first ones); None: all
-    max_evaluations: int | None = 150  # search budget per meaning
+    max_evaluations: int | None = 300  # search budget per meaning
 
 
 @dataclass
