@@ -118,10 +118,15 @@ class Study:
         spec = self.config.attribution
         prompts = _attribution_prompts(spec.n_prompts, self.config.seed)
         iso = self.config.isolation
-        critical = str(self.out / iso.sweep) if (spec.compare_critical and iso is not None) else None
+        meanings: tuple[str, ...] = ()
+        if spec.compare_critical and iso is not None:
+            from sdprobe.isolate import saved_meanings
+
+            meanings = tuple(saved_meanings(self.out / iso.sweep))  # the sets isolation actually found
         cfg = AttributionConfig(prompts=tuple(prompts), target=spec.target, seeds=(self.config.seed,),
-                                model=self.config.model, neurons=tuple(spec.neurons), critical_run=critical,
-                                critical_meanings=tuple(iso.meanings or ()) if critical else ())
+                                model=self.config.model, neurons=tuple(spec.neurons),
+                                critical_run=str(self.out / iso.sweep) if meanings else None,
+                                critical_meanings=meanings)
         run_attribution(self.pipe, make_head(self.pipe), cfg, self.out / "attribution", progress=self.progress)
         return f"{len(prompts)} prompts, target {spec.target}"
 
