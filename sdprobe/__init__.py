@@ -3,17 +3,18 @@
 The public API, one verb per module:
 
 - load: :func:`load_pipeline` (``"builtin:tiny-shapes"``, a local diffusers folder, or a hub id)
-- generate: :func:`generate` with :class:`GenerationConfig` (seeded, batched, deterministic on CPU)
+- generate: :func:`sdprobe.generate.generate` with :class:`GenerationConfig` (seeded, batched, deterministic on CPU)
 - select weights: :func:`select` (architecture selectors such as ``"text_encoder.mlp"`` or ``"unet.attn2"``)
-- prune: :func:`prune`, :func:`make_scorer`, :class:`ProgressiveMask` (exactly-restoring masks)
+- prune: :func:`sdprobe.prune.prune`, :func:`make_scorer`, :class:`ProgressiveMask` (exactly-restoring masks)
 - sweep: :func:`run_sweep` with :class:`SweepConfig` / :class:`ComponentPlan`
 - find thresholds: :func:`detect`, :func:`run_thresholds`, :func:`thresholds_table`
-- isolate: :func:`isolate`, :func:`isolate_all`, :func:`load_critical_set`
+- isolate: :func:`sdprobe.isolate.isolate`, :func:`isolate_all`, :func:`load_critical_set`
 - explain and probe bias: :mod:`sdprobe.attribution`, :mod:`sdprobe.bias`
 - report: :func:`make_report`; everything at once: :func:`run_study`
 - the organism's world and oracle: :mod:`sdprobe.world`
 
-Heavy modules are imported on first use, so ``import sdprobe`` stays fast.
+Heavy modules are imported on first use, so ``import sdprobe`` stays fast. ``generate``, ``prune`` and ``isolate``
+share their names with their modules, so import them from there (``from sdprobe.generate import generate``).
 """
 
 from __future__ import annotations
@@ -29,11 +30,9 @@ except PackageNotFoundError:  # running from a source tree that is not installed
 _EXPORTS = {
     "load_pipeline": "sdprobe.models",
     "ModelLoadError": "sdprobe.models",
-    "generate": "sdprobe.generate",
     "GenerationConfig": "sdprobe.generate",
     "select": "sdprobe.architecture",
     "describe": "sdprobe.architecture",
-    "prune": "sdprobe.prune",
     "make_scorer": "sdprobe.prune",
     "ProgressiveMask": "sdprobe.prune",
     "run_sweep": "sdprobe.sweep",
@@ -42,7 +41,6 @@ _EXPORTS = {
     "detect": "sdprobe.thresholds",
     "run_thresholds": "sdprobe.thresholds",
     "thresholds_table": "sdprobe.thresholds",
-    "isolate": "sdprobe.isolate",
     "isolate_all": "sdprobe.isolate",
     "load_critical_set": "sdprobe.isolate",
     "make_report": "sdprobe.report",

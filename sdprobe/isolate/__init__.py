@@ -24,6 +24,9 @@ from sdprobe.isolate.critical import CriticalSet, isolate_meaning, jaccard, midp
 from sdprobe.isolate.log import CachedEvaluator, EvaluationLog, subset_key
 from sdprobe.isolate.run import (
     IsolationReport,
+    Session,
+    candidates_between,
+    open_session,
     collapse_bracket,
     isolate,
     isolate_all,
@@ -38,6 +41,7 @@ from sdprobe.isolate.search import (
     minimal_prefix_chain,
 )
 from sdprobe.isolate.store import (
+    split_by_component,
     load_critical_set,
     load_summary,
     saved_meanings,
