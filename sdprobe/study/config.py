@@ -48,18 +48,18 @@ class IsolationSpec:
 @dataclass
 class BiasSpec:
     probe: str = "default-color"
-    n_images: int = 96  # images per probe group and condition
+    n_images: int = 48  # images per probe group and condition
     components: list[str] = field(default_factory=lambda: ["text_encoder", "unet"])
     methods: list[str] = field(default_factory=lambda: ["magnitude"])
-    sparsities: list[float] = field(default_factory=lambda: [0.2, 0.4, 0.6, 0.8])
+    sparsities: list[float] = field(default_factory=lambda: [0.4, 0.8])
     critical: bool = True  # also search bias-critical weights
 
 
 @dataclass
 class AttributionSpec:
-    n_prompts: int = 30  # prompts drawn from the grammar for token attribution
+    n_prompts: int = 16  # prompts drawn from the grammar for token attribution
     target: str = "color"
-    neurons: list[str] = field(default_factory=lambda: ["text_encoder.mlp", "unet.attn2"])
+    neurons: list[str] = field(default_factory=lambda: ["text_encoder.mlp"])
     compare_critical: bool = True  # compare weight saliency with the isolated critical sets
 
 
