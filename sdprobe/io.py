@@ -41,6 +41,18 @@ def read_json(path: Path):
     return json.loads(Path(path).read_text())
 
 
+def save_figure(fig, path: Path, dpi: int) -> None:
+    """Save a matplotlib figure as PNG atomically and close it."""
+    import io
+
+    import matplotlib.pyplot as plt
+
+    buf = io.BytesIO()
+    fig.savefig(buf, format="png", dpi=dpi, bbox_inches="tight")
+    plt.close(fig)
+    atomic_write_bytes(path, buf.getvalue())
+
+
 def image_grid(images: np.ndarray, columns: int, pad: int = 1) -> np.ndarray:
     """Tile (N, H, W, 3) images in [0, 1] into one uint8 grid with ``pad`` pixels of gray between them."""
     from sdprobe.generate import to_uint8

@@ -6,7 +6,6 @@ Example:
 
 from __future__ import annotations
 
-import io
 import logging
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -17,7 +16,7 @@ from sdprobe.attribution.neurons import attribute_neurons
 from sdprobe.attribution.score import MeaningScore
 from sdprobe.attribution.tokens import IGConfig, attribute_tokens, top1_rate
 from sdprobe.attribution.trajectory import Trajectory, TrajectoryConfig
-from sdprobe.io import atomic_write_bytes, write_json
+from sdprobe.io import atomic_write_bytes, save_figure, write_json
 from sdprobe.runs import RunDir
 
 log = logging.getLogger(__name__)
@@ -53,12 +52,7 @@ class AttributionConfig:
 
 
 def _save_fig(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path, DPI)
 
 
 def plot_tokens(table: pd.DataFrame, path: Path) -> None:

@@ -2,23 +2,17 @@
 
 from __future__ import annotations
 
-import io
 from pathlib import Path
 
 import pandas as pd
 
-from sdprobe.io import atomic_write_bytes
+from sdprobe.io import save_figure
 
 DPI = 110  # resolution of saved figures
 
 
 def _save(fig, path: Path) -> None:
-    import matplotlib.pyplot as plt
-
-    buf = io.BytesIO()
-    fig.savefig(buf, format="png", dpi=DPI, bbox_inches="tight")
-    plt.close(fig)
-    atomic_write_bytes(path, buf.getvalue())
+    save_figure(fig, path, DPI)
 
 
 def plot_distribution(table: pd.DataFrame, path: Path) -> None:
