@@ -32,6 +32,8 @@ Example:
 
 from __future__ import annotations
 
+import atexit
+import functools
 import logging
 import os
 import traceback
@@ -236,8 +238,25 @@ def current(device: str | torch.device = "cpu") -> Processes:
         raise RuntimeError(f"{WORLD_SIZE_ENV}={launched_world_size()} but Accelerate started a single process "
                            f"(distributed type {state.distributed_type}); launch with `accelerate launch "
                            "--multi_gpu --num_processes N` or `torchrun --nproc_per_node N`")
+    _leave_at_exit()
     log.info("process %d of %d (%s)", state.process_index, state.num_processes, state.backend)
     return Processes(rank=state.process_index, world_size=state.num_processes, local_rank=state.local_process_index)
+
+
+@functools.cache
+def _leave_at_exit() -> None:
+    """Register :func:`_leave_process_group` to run at exit, once per process."""
+    atexit.register(_leave_process_group)
+
+
+def _leave_process_group() -> None:
+    """Destroy the process group while the interpreter is still whole.
+
+    A gloo group left to interpreter finalization can abort the process ("terminate called without an active
+    exception", SIGABRT) after all work finished; destroying it at exit makes a finished run exit with status 0.
+    """
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.destroy_process_group()
 
 
 def process_device(device: str) -> str:
