@@ -11,7 +11,7 @@ import pytest
 import ruptures as rpt
 
 from sdprobe.thresholds import Criteria, detect
-from sdprobe.thresholds.stepfit import crossing, step_fit
+from sdprobe.thresholds.stepfit import crossing, level_weights, step_fit
 
 GRID = np.round(np.arange(0.0, 0.9001, 0.05), 4)  # a typical coarse sweep grid
 FINE = np.round(np.arange(0.0, 0.9001, 0.01), 4)
@@ -50,6 +50,37 @@ def test_step_fit_matches_ruptures_exact_single_change_point():
         expected = rpt.Dynp(model="l2", min_size=1, jump=1).fit(row).predict(n_bkps=1)[0]
         assert b == expected
         assert lm == pytest.approx(row[:b].mean()) and rm == pytest.approx(row[b:].mean())
+
+
+def test_weighted_step_fit_counts_a_level_of_weight_w_as_w_copies():
+    rng = np.random.default_rng(5)
+    for _ in range(20):
+        curve = rng.normal(size=9) + np.where(np.arange(9) < rng.integers(2, 8), 1.0, 0.0)
+        weights = rng.integers(1, 5, size=9)
+        expanded = np.repeat(curve, weights)
+        b_exp = rpt.Dynp(model="l2", min_size=1, jump=1).fit(expanded).predict(n_bkps=1)[0]
+        brk, left, right = step_fit(curve, downward_only=False, weights=weights.astype(float))
+        assert np.cumsum(weights)[brk[0] - 1] == b_exp  # the same split point on the expanded curve
+        assert left[0] == pytest.approx(expanded[:b_exp].mean()) and right[0] == pytest.approx(expanded[b_exp:].mean())
+    with pytest.raises(ValueError, match="positive"):
+        step_fit(np.array([1.0, 0.0, 0.0]), weights=np.array([1.0, 0.0, 1.0]))
+
+
+def test_refining_one_step_of_a_two_step_curve_does_not_move_the_fit():
+    """A curve that falls in two steps: a uniform grid and the same grid refined densely around the smaller step
+    fit the same (larger) step, because each level weighs what it spans."""
+    def curve(levels):
+        return np.where(levels < 0.4, 1.0, np.where(levels < 0.7, 0.55, 0.0))  # 1 -> 0.55 at 0.4, 0.55 -> 0 at 0.7
+    uniform = np.round(np.arange(0.0, 0.951, 0.05), 4)
+    refined = np.unique(np.round(np.concatenate([uniform, np.arange(0.35, 0.45, 0.005)]), 4))
+    picks = []
+    for levels in (uniform, refined):
+        brk, _, _ = step_fit(curve(levels), weights=level_weights(levels))
+        picks.append(levels[brk[0]])
+        assert step_fit(curve(levels), weights=level_weights(levels))[1][0] > 0.55  # the left side holds the plateau
+    assert picks == [0.7, 0.7]
+    unweighted = step_fit(curve(refined))[0][0]
+    assert refined[unweighted] == 0.4  # counted level by level, the dense stretch pulls the step to itself
 
 
 def test_step_fit_downward_only_ignores_a_larger_rise():

@@ -3,7 +3,9 @@
 Definition (all quantities oriented so that higher is better; ``higher_is_better=False`` flips the sign):
 
 * A single least-squares step (one change point, piecewise-constant model) splits the levels into a ``plateau``
-  (mean before the step) and a ``post``-collapse level (mean after); ``drop = plateau - post``.
+  (mean before the step) and a ``post``-collapse level (mean after); ``drop = plateau - post``. Each level is
+  weighted by the stretch of sparsity it stands for (``stepfit.level_weights``), so the fit describes the curve
+  as a function of sparsity and does not move when refinement adds levels inside one bracket.
 * ``dense`` is the metric at the lowest evaluated level, ``floor`` the worst meaningful value (e.g. chance
   accuracy, given by the caller) or, when not given, the ``post`` level the curve settles at. ``range = dense -
   floor``. (Not the worst value on the curve: with many noisy levels that minimum sinks with the noise.) Without
@@ -39,7 +41,7 @@ import numpy as np
 import pandas as pd
 
 from sdprobe.thresholds.curve import LevelData, level_data
-from sdprobe.thresholds.stepfit import crossing, first_index, last_index, step_fit, take
+from sdprobe.thresholds.stepfit import crossing, first_index, last_index, level_weights, step_fit, take
 
 log = logging.getLogger(__name__)
 
@@ -125,7 +127,7 @@ def _analyse(curves: np.ndarray, levels: np.ndarray, floor: float | None, crit: 
     y = np.atleast_2d(curves)  # (B, L)
     dense = y[:, 0]
     lowest = np.nanmin(y, axis=1) if not np.isnan(y).all() else np.full(len(y), np.nan)
-    brk, plateau, post = step_fit(y)
+    brk, plateau, post = step_fit(y, weights=level_weights(levels))
     floor_b = np.full(len(y), floor, dtype=float) if floor is not None else np.where(np.isnan(post), lowest, post)
     span = dense - floor_b
     drop = plateau - post
@@ -140,15 +142,17 @@ def _analyse(curves: np.ndarray, levels: np.ndarray, floor: float | None, crit: 
 
 
 def _step_se(data: LevelData, curve: np.ndarray, brk: int, plateau: float, post: float) -> float:
-    """Standard error of ``plateau - post``: from the seeds when there are any, else from the step's residuals."""
-    n_pre, n_post = brk, len(curve) - brk
+    """Standard error of ``plateau - post`` (weighted means, see :func:`level_weights`): from the seeds when there
+    are any, else from the step's residuals."""
+    w = level_weights(data.levels)
+    pre, after = w[:brk] / w[:brk].sum(), w[brk:] / w[brk:].sum()  # each segment's weights, summing to 1
     if data.se is not None and np.isfinite(data.se).all():
         se2 = data.se ** 2
-        return float(math.sqrt(se2[:brk].sum() / n_pre ** 2 + se2[brk:].sum() / n_post ** 2))
+        return float(math.sqrt((pre ** 2 * se2[:brk]).sum() + (after ** 2 * se2[brk:]).sum()))
     fitted = np.where(np.arange(len(curve)) < brk, plateau, post)
     dof = max(len(curve) - 2, 1)
     sigma = math.sqrt(float(((curve - fitted) ** 2).sum()) / dof)
-    return sigma * math.sqrt(1 / n_pre + 1 / n_post)
+    return sigma * math.sqrt(float((pre ** 2).sum() + (after ** 2).sum()))
 
 
 def _bootstrap_curves(data: LevelData, sign: float, n_boot: int, rng: np.random.Generator) -> np.ndarray:

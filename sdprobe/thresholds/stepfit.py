@@ -8,6 +8,12 @@ Truong, Oudre & Vayatis 2020, "Selective review of offline change point detectio
 (https://arxiv.org/abs/1801.00718), which ``ruptures.Dynp(model="l2")`` also solves. We evaluate it with cumulative
 sums instead of calling ruptures because ruptures fits one signal per call, and the bootstrap needs thousands of
 fits; the tests check that both give the same change point.
+
+A sweep's levels are rarely evenly spaced: refinement adds levels inside the brackets it narrows. An unweighted fit
+counts every level once, so densely sampled stretches pull the step towards themselves, and a curve that falls in
+two steps can have its step fitted to the first on a uniform grid and to the second once the second is refined.
+:func:`level_weights` weighs each level by the stretch of sparsity it stands for, which makes the fit the
+least-squares step of the curve as a function of sparsity, whatever the sampling.
 """
 
 from __future__ import annotations
@@ -15,13 +21,30 @@ from __future__ import annotations
 import numpy as np
 
 
-def step_fit(curves: np.ndarray, downward_only: bool = True) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Fit one step (two constant segments) to each curve by least squares.
+def level_weights(levels: np.ndarray) -> np.ndarray:
+    """The stretch of sparsity each level stands for: half the gap to each neighbour (the ends get one half-gap).
+
+    Example:
+        >>> level_weights(np.array([0.0, 0.1, 0.15, 0.2]))
+        array([0.05 , 0.075, 0.05 , 0.025])
+    """
+    x = np.asarray(levels, dtype=float)
+    if len(x) < 2:
+        return np.ones_like(x)
+    edges = np.concatenate([x[:1], (x[1:] + x[:-1]) / 2, x[-1:]])
+    return np.diff(edges)
+
+
+def step_fit(curves: np.ndarray, downward_only: bool = True, weights: np.ndarray | None = None
+             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """Fit one step (two constant segments) to each curve by (weighted) least squares.
 
     Args:
         curves (np.ndarray): (B, L) or (L,) values, L >= 2, higher = better. Rows containing NaN get no fit.
         downward_only (bool): only consider steps whose left mean exceeds the right mean (a loss, never a gain).
             Default: True.
+        weights (np.ndarray | None): (L,) positive weight of each level (see :func:`level_weights`); a weight of
+            ``w`` counts like ``w`` copies of the level. Default: None, every level counts once.
 
     Returns:
         tuple: ``(brk, left, right)``, each (B,): ``brk`` is the index of the first level after the step
@@ -35,13 +58,18 @@ def step_fit(curves: np.ndarray, downward_only: bool = True) -> tuple[np.ndarray
     n_levels = y.shape[1]
     if n_levels < 2:
         raise ValueError(f"a step needs at least 2 levels, got {n_levels}")
-    csum = np.cumsum(y, axis=1)  # (B, L)
-    k = np.arange(1, n_levels)  # (L-1,) sizes of the left segment
+    w = np.ones(n_levels) if weights is None else np.asarray(weights, dtype=float)
+    if w.shape != (n_levels,) or not (w > 0).all():
+        raise ValueError(f"weights must be {n_levels} positive numbers, got {w}")
+    csum = np.cumsum(y * w, axis=1)  # (B, L)
+    wsum = np.cumsum(w)  # (L,)
+    k = wsum[:-1]  # (L-1,) weight of the left segment
+    rest = wsum[-1] - k  # (L-1,) weight of the right segment
     left = csum[:, :-1] / k  # (B, L-1) mean of levels [0, k)
-    right = (csum[:, -1:] - csum[:, :-1]) / (n_levels - k)  # (B, L-1) mean of levels [k, L)
+    right = (csum[:, -1:] - csum[:, :-1]) / rest  # (B, L-1) mean of levels [k, L)
     # The sum of squared errors of a split is the total minus the between-segment sum of squares, so the best split
-    # maximises k (L - k) / L * (left - right)^2.
-    gain = k * (n_levels - k) / n_levels * (left - right) ** 2  # (B, L-1)
+    # maximises W_left W_right / W * (left - right)^2.
+    gain = k * rest / wsum[-1] * (left - right) ** 2  # (B, L-1)
     if downward_only:
         gain = np.where(left > right, gain, -np.inf)
     gain = np.where(np.isnan(gain), -np.inf, gain)

@@ -1,8 +1,12 @@
 """The oracle: a deterministic reader of the tiny-shapes attributes from an image.
 
 No learned model is involved. The reader thresholds the foreground, finds connected blobs and measures the
-main one: its mean color (nearest palette entry), its fill ratio inside its bounding box (square ~1.0,
-circle ~0.79), how much it tapers from bottom to top (triangles point up), the quadrant of its centroid and the extent of its bounding box.
+main one: its mean color (nearest palette entry), the quadrant of its centroid and the extent of its bounding
+box. The shape is read by analysis by synthesis: the blob's anti-aliased coverage (each pixel's position between
+the background and the read color) is compared with the coverage the renderer draws for a circle, a square and a
+triangle of the same centroid and area (:func:`~sdprobe.world.render.template`), and the closest one wins. Unlike
+thresholded statistics such as the fill of the bounding box, this uses every edge pixel, so a slightly soft or
+one-pixel-wider small shape is still read as what it looks like.
 An image is *unreadable* when it is blank, has several sizeable blobs, or is mostly noise.
 """
 
@@ -13,7 +17,8 @@ from dataclasses import dataclass
 import numpy as np
 from scipy import ndimage
 
-from sdprobe.world.attributes import BACKGROUND, COLORS, MEANINGS
+from sdprobe.world.attributes import BACKGROUND, COLORS, MEANINGS, SHAPES
+from sdprobe.world.render import template
 
 
 @dataclass(frozen=True)
@@ -27,8 +32,7 @@ class OracleConfig:
     max_background_std: float = 0.12  # std of the background pixels beyond which the image is noise
     max_area_fraction: float = 0.4  # a blob covering more of the image than this is not a shape of the world
     max_color_std: float = 0.2  # std of the colors inside the blob's core beyond which the blob is noise
-    square_fill: float = 0.88  # fill ratio above which a blob is a square
-    triangle_taper: float = 0.5  # top-third over bottom-third width below which a blob is an (upward) triangle
+    shape_margin: int = 2  # pixels around the main blob whose coverage the shape templates are compared on
     large_extent: float = 9.5  # bounding-box side (pixels, at 32 px) above which a blob is large
 
 
@@ -109,18 +113,24 @@ def read(image, config: OracleConfig = DEFAULT_ORACLE) -> Reading:
 
     ys, xs = np.nonzero(blob)
     h, w = ys.max() - ys.min() + 1, xs.max() - xs.min() + 1
-    fill = main_area / float(h * w)
-    widths = blob[ys.min() : ys.max() + 1].sum(axis=1)  # (h,) blob width on each row
-    third = max(1, h // 3)
-    taper = widths[:third].mean() / max(widths[-third:].mean(), 1.0)
-    if taper < config.triangle_taper:
-        shape = "triangle"
-    else:
-        shape = "square" if fill > config.square_fill else "circle"
+    region = ndimage.binary_dilation(blob, iterations=config.shape_margin)
+    shape = _closest_shape(img, bg, palette[names.index(color)], region)
     size = "large" if max(h, w) > config.large_extent * scale else "small"
     vertical = "top" if ys.mean() + 0.5 < res / 2 else "bottom"
     horizontal = "left" if xs.mean() + 0.5 < res / 2 else "right"
     return Reading({"color": color, "shape": shape, "position": f"{vertical} {horizontal}", "size": size})
+
+
+def _closest_shape(img: np.ndarray, bg: np.ndarray, fg: np.ndarray, region: np.ndarray) -> str:
+    """The shape whose rendered coverage, at the blob's centroid and area, is closest to the blob's coverage."""
+    direction = fg - bg
+    cover = np.clip((img - bg) @ direction / float(direction @ direction), 0.0, 1.0) * region  # (H, W)
+    area = float(cover.sum())
+    res = img.shape[0]
+    yy, xx = np.mgrid[:res, :res] + 0.5
+    centroid = (float((cover * xx).sum()) / area, float((cover * yy).sum()) / area)
+    errors = {s: float(((template(s, centroid, area, res) - cover) ** 2).sum()) for s in SHAPES}
+    return min(errors, key=errors.get)
 
 
 def read_batch(images, config: OracleConfig = DEFAULT_ORACLE) -> list[Reading]:
