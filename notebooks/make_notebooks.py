@@ -629,7 +629,8 @@ ATTRIBUTION = [
         """),
     ("code", """
         # Scale knobs: small, so the notebook runs in a couple of minutes on a CPU. Raise them for real studies
-        # (analyses/organism.toml attributes 30 prompts; the CLI defaults are 8 sampler steps and 16 IG steps).
+        # (analyses/organism.toml attributes 16 prompts; the defaults are 8 sampler steps, 32 IG steps and the
+        # score averaged over 4 initial noises per prompt).
         MODEL = "builtin:tiny-shapes"
         DEVICE = "cpu"
         TARGET = "color"  # the attribute scored
@@ -638,6 +639,8 @@ ATTRIBUTION = [
         SEEDS = [0, 1, 2, 3]  # one initial noise per prompt
         SAMPLER_STEPS = 8  # steps of the differentiable sampler
         IG_STEPS = 8  # points on the Integrated Gradients path
+        NOISE_SAMPLES = 1  # initial noises whose scores are averaged per prompt (more: attributions of the prompt,
+                           # not of one sample; the baseline then rarely shows the target value by chance)
         NEURON_SELECTOR = "unet.attn2"  # whose units are attributed (any architecture selector)
         TOP_K = 15  # units shown
         """),
@@ -682,7 +685,8 @@ ATTRIBUTION = [
         highest-attributed word is the target's word.
         """),
     ("code", """
-        tokens = attribute_tokens(score, PROMPTS, SEEDS, values=values, config=IGConfig(n_steps=IG_STEPS))
+        ig = IGConfig(n_steps=IG_STEPS, noise_samples=NOISE_SAMPLES)
+        tokens = attribute_tokens(score, PROMPTS, SEEDS, values=values, config=ig)
         print(f"the top word is the {TARGET} word for {top1_rate(tokens):.0%} of the prompts")
         tokens[["prompt", "value", "token", "attribution", "delta", "top_token_correct"]].round(3).head(12)
         """),
@@ -710,7 +714,7 @@ ATTRIBUTION = [
         """),
     ("code", """
         neurons = attribute_neurons(score, NEURON_SELECTOR, PROMPTS, SEEDS, values=values,
-                                    config=IGConfig(n_steps=IG_STEPS))
+                                    config=ig)
         top = neurons.reindex(neurons["attribution"].abs().sort_values(ascending=False).index).head(TOP_K)
 
         fig, ax = plt.subplots(figsize=(7, 0.3 * TOP_K + 1))

@@ -55,14 +55,15 @@ def test_baseline_keeps_special_tokens(tiny_organism):
 
 def test_token_attribution_shapes_and_completeness(tiny_organism, score):
     prompts, seeds = ["a red circle", "a large blue square at the top left"], [0, 1]
-    table = attribute_tokens(score, prompts, seeds, values=["red", "blue"], config=IGConfig(n_steps=24), progress=False)
+    config = IGConfig(n_steps=24, noise_samples=2)
+    table = attribute_tokens(score, prompts, seeds, values=["red", "blue"], config=config, progress=False)
     # one row per token: start, the words, end
     assert table.groupby("prompt").size().to_dict() == {prompts[0]: 5, prompts[1]: 10}
     assert table[table.prompt == prompts[1]]["token"].tolist()[1:-1] == prompts[1].split()
     assert {"prompt", "target", "position", "token", "attribution", "top_token_correct"} <= set(table.columns)
     # completeness: attributions sum to score(prompt) - score(baseline), computed here independently
     traj = score.trajectory
-    ids, noise = traj.tokenize(prompts), traj.noise(seeds)
+    ids, noise = traj.tokenize(prompts), config.noise(traj, seeds)  # (2, 2, C, h, w): two noises per prompt
     values = score.value_index(["red", "blue"])
     with torch.no_grad():
         gap = score(ids, noise, values) - score(baseline_ids(tiny_organism.tokenizer, ids), noise, values)
@@ -72,9 +73,25 @@ def test_token_attribution_shapes_and_completeness(tiny_organism, score):
     assert _no_hooks(tiny_organism)
 
 
+def test_score_of_several_noises_is_the_mean_of_their_scores(tiny_organism, score):
+    traj = score.trajectory
+    ids, values = traj.tokenize(["a red circle", "a blue square"]), score.value_index(["red", "blue"])
+    config = IGConfig(noise_samples=3)
+    noise = config.noise(traj, [5, 6])  # (2, 3, C, h, w) from seeds 15, 16, 17 and 18, 19, 20
+    assert noise.shape[:2] == (2, 3)
+    torch.testing.assert_close(noise[1, 2], traj.noise([20])[0])
+    with torch.no_grad():
+        averaged = score(ids, noise, values)
+        single = torch.stack([score(ids, noise[:, j], values) for j in range(3)], dim=1)  # (2, 3)
+    torch.testing.assert_close(averaged, single.mean(dim=1), rtol=1e-5, atol=1e-5)
+    assert len(score.predict(ids, noise)) == 2
+    with pytest.raises(ValueError, match="must be positive"):
+        IGConfig(noise_samples=0)
+
+
 def test_gate_attributions_sum_to_removing_the_units(tiny_organism, score):
     table = attribute_neurons(score, "unet.attn2", ["a red circle"], [0], values=["red"], method="gate",
-                              config=IGConfig(n_steps=24), progress=False)
+                              config=IGConfig(n_steps=24, noise_samples=1), progress=False)
     refs = select(tiny_organism, "unet.attn2")
     assert len(table) == sum(r.rows() for r in refs)
     assert set(table["method"]) == {"gate"}
@@ -90,7 +107,7 @@ def test_gate_attributions_sum_to_removing_the_units(tiny_organism, score):
 
 def test_conductance_on_text_units(tiny_organism, score):
     table = attribute_neurons(score, "text_encoder.layers.0.mlp", ["a red circle"], [0], values=["red"],
-                              config=IGConfig(n_steps=4), progress=False)
+                              config=IGConfig(n_steps=4, noise_samples=1), progress=False)
     assert set(table["method"]) == {"conductance"}
     assert set(table["layer"]) == {"encoder.layers.0.mlp.fc1", "encoder.layers.0.mlp.fc2"}
     assert np.isfinite(table["attribution"]).all() and (table["attribution"] != 0).any()

@@ -143,7 +143,7 @@ def attribute_neurons(score: MeaningScore, selectors: str | Sequence[str], promp
     with bar:
         for start in chunks:
             ids = traj.tokenize(prompts[start : start + config.batch_prompts])
-            noise = traj.noise(seeds[start : start + config.batch_prompts])
+            noise = config.noise(traj, seeds[start : start + config.batch_prompts])
             v = list(values[start : start + len(ids)]) if values is not None else score.predict(ids, noise)
             vi = score.value_index(v)
             for r in cond_refs:

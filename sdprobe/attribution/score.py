@@ -81,11 +81,28 @@ class MeaningScore(nn.Module):
         return chosen
 
     def forward(self, ids: torch.Tensor, noise: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
-        """Score (N,) of prompts ``ids`` (N, T) sampled from ``noise`` (N, C, h, w) for class indices (N,)."""
-        return self.from_latents(self.trajectory(ids, noise), values)
+        """Score (N,) of prompts ``ids`` (N, T) for class indices ``values`` (N,).
+
+        ``noise`` is (N, C, h, w), one initial noise per prompt, or (N, K, C, h, w): K noises per prompt, whose
+        scores are averaged. The average scores the prompt rather than one sample of it, so an attribution does
+        not depend on what a single noise happens to draw without the prompt's words. The prompts are encoded
+        once and repeated after the text encoder, so hooks on text-encoder layers see N rows.
+        """
+        context = self.trajectory.encode(ids)  # (N, T, D)
+        if noise.dim() == 5:
+            n, k = noise.shape[:2]
+            latents = self.trajectory.denoise(context.repeat_interleave(k, dim=0), noise.flatten(0, 1))
+            return self.from_latents(latents, values.repeat_interleave(k)).view(n, k).mean(dim=1)
+        return self.from_latents(self.trajectory.denoise(context, noise), values)
 
     @torch.no_grad()
     def predict(self, ids: torch.Tensor, noise: torch.Tensor) -> list[str]:
-        """The head's most likely value for each prompt/noise pair (what the model draws, as the head reads it)."""
-        logits = self.head.logits(self.trajectory(ids, noise))[self.attribute]
-        return [self.classes[i] for i in logits.argmax(1).tolist()]
+        """The head's most likely value for each prompt (what the model draws, as the head reads it); with K noises
+        per prompt (N, K, C, h, w), the value of the summed probabilities over the K samples."""
+        if noise.dim() == 5:
+            n, k = noise.shape[:2]
+            latents = self.trajectory(ids.repeat_interleave(k, dim=0), noise.flatten(0, 1))
+            probs = torch.softmax(self.head.logits(latents)[self.attribute].float(), dim=-1).view(n, k, -1).sum(1)
+        else:
+            probs = self.head.logits(self.trajectory(ids, noise))[self.attribute]
+        return [self.classes[i] for i in probs.argmax(1).tolist()]

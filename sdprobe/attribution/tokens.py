@@ -7,8 +7,8 @@ replaces every word by the padding token, so it is the prompt with its words rem
 Paper: Sundararajan, Taly & Yan, "Axiomatic Attribution for Deep Networks", https://arxiv.org/abs/1703.01365
 
 Memory: autograd keeps the activations of every sampler step for each path point in a forward pass. On the
-tiny-shapes organism (8 steps, guidance) that is about 90 MB per path point, so the default
-``internal_batch_size=8`` needs under 1 GB; with ``TrajectoryConfig(gradient_checkpointing=True)`` it drops
+tiny-shapes organism (8 steps, guidance) that is about 90 MB per path point and noise sample, so the default
+``internal_batch_size=8`` needs under 1 GB per noise sample; with ``TrajectoryConfig(gradient_checkpointing=True)`` it drops
 below 1 MB per path point at about 1.3x the compute.
 
 Example:
@@ -37,13 +37,24 @@ log = logging.getLogger(__name__)
 class IGConfig:
     """Integrated Gradients settings."""
 
-    n_steps: int = 16  # points on the path from baseline to input (Gauss-Legendre quadrature)
+    n_steps: int = 32  # points on the path from baseline to input (Gauss-Legendre quadrature)
     batch_prompts: int = 2  # prompts attributed per captum call
     internal_batch_size: int | None = 8  # path points per forward pass (bounds memory); None: all at once
+    noise_samples: int = 4  # initial noises per prompt whose scores are averaged (see MeaningScore.forward)
 
     def __post_init__(self) -> None:
-        if self.n_steps <= 0 or self.batch_prompts <= 0:
-            raise ValueError(f"n_steps and batch_prompts must be positive, got {self.n_steps}, {self.batch_prompts}")
+        if self.n_steps <= 0 or self.batch_prompts <= 0 or self.noise_samples <= 0:
+            raise ValueError(f"n_steps, batch_prompts and noise_samples must be positive, got {self.n_steps}, "
+                             f"{self.batch_prompts}, {self.noise_samples}")
+
+    def noise(self, trajectory, seeds: Sequence[int]) -> torch.Tensor:
+        """Initial noise for prompts with ``seeds``: (N, C, h, w), or (N, K, C, h, w) with K = ``noise_samples``
+        drawn from seeds ``seed * K + j`` (the first is the seed itself when K = 1)."""
+        k = self.noise_samples
+        if k == 1:
+            return trajectory.noise(seeds)
+        noise = trajectory.noise([s * k + j for s in seeds for j in range(k)])  # (N*K, C, h, w)
+        return noise.view(len(seeds), k, *noise.shape[1:])
 
     def to_dict(self) -> dict:
         return asdict(self)
@@ -104,7 +115,7 @@ def attribute_tokens(score: MeaningScore, prompts: Sequence[str], seeds: Sequenc
     for start in tqdm(chunks, desc="tokens", disable=not progress):
         p = list(prompts[start : start + config.batch_prompts])
         ids = traj.tokenize(p)
-        noise = traj.noise(seeds[start : start + config.batch_prompts])
+        noise = config.noise(traj, seeds[start : start + config.batch_prompts])
         v = list(values[start : start + len(p)]) if values is not None else score.predict(ids, noise)
         attr, delta = lig.attribute(ids, baselines=baseline_ids(tok, ids),
                                     additional_forward_args=(noise, score.value_index(v)),

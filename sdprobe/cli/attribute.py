@@ -26,7 +26,10 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, nargs="+", default=[0], help="one seed, or one per prompt (default: 0)")
     p.add_argument("--steps", type=positive_int, default=8, help="denoising steps of the sampler (default: %(default)s)")
     p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance (default: %(default)s)")
-    p.add_argument("--ig-steps", type=positive_int, default=16, help="Integrated Gradients path steps (default: %(default)s)")
+    p.add_argument("--ig-steps", type=positive_int, default=None,
+                   help="Integrated Gradients path steps (default: sdprobe.attribution.IGConfig's)")
+    p.add_argument("--noise-samples", type=positive_int, default=None,
+                   help="initial noises per prompt whose scores are averaged (default: IGConfig's)")
     p.add_argument("--neurons", nargs="+", default=(), metavar="SELECTOR",
                    help="unit attributions for these selectors, e.g. text_encoder.mlp unet.attn2 unet.ff")
     p.add_argument("--neuron-method", default="auto", choices=("auto", "conductance", "gate"),
@@ -108,7 +111,8 @@ def run(args: argparse.Namespace) -> int:
         model=args.model, neurons=tuple(args.neurons), neuron_method=args.neuron_method,
         critical_run=str(args.critical) if args.critical else None,
         critical_meanings=tuple(args.meaning or [args.target]) if args.critical else (),
-        ig=IGConfig(n_steps=args.ig_steps),
+        ig=IGConfig(n_steps=args.ig_steps or IGConfig.n_steps,
+                    noise_samples=args.noise_samples or IGConfig.noise_samples),
         trajectory=TrajectoryConfig(steps=args.steps, guidance=args.guidance,
                                     gradient_checkpointing=args.gradient_checkpointing),
     )

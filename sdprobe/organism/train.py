@@ -38,6 +38,8 @@ class TrainConfig:
     vae_kl_weight: float = 1e-6  # weight of the KL term (Stable Diffusion's VAE uses a tiny one too)
     decoder_steps: int = 900  # decoder-only refinement after the VAE stage (the latent space stays fixed)
     decoder_lr: float = 1e-3
+    polish_steps: int = 1000  # a second decoder-only pass at a lower rate, which sharpens small shapes
+    polish_lr: float = 3e-4
     unet_steps: int = 3500  # UNet + text-encoder training steps
     unet_lr: float = 4e-4
     warmup: int = 200  # linear warm-up steps of the UNet stage
@@ -87,17 +89,27 @@ def refine_decoder(cfg: TrainConfig, vae) -> None:
     """Train the decoder alone on fresh images, with the encoder frozen, so the latent space does not move.
 
     Small shapes span about two latent pixels; the joint VAE stage keeps them separable in the latents (a probe
-    reads square vs circle from them) but decodes small squares with rounded corners. This stage sharpens the
-    decoder without changing what the UNet learns to produce. It draws from its own generator (``seed + 1``), so
-    it does not change the data the other stages see.
+    reads square vs circle from them) but decodes small squares with rounded corners. Two decoder-only passes
+    sharpen the decoder without changing what the UNet learns to produce: ``decoder_steps`` at ``decoder_lr``,
+    then ``polish_steps`` at ``polish_lr``. Each draws from its own generator (``seed + 1``, ``seed + 2``), so
+    neither changes the data the other stages see.
     """
-    rng = np.random.default_rng(cfg.seed + 1)
+    _train_decoder(vae, cfg.decoder_steps, cfg.decoder_lr, cfg.batch_size, np.random.default_rng(cfg.seed + 1))
+    polish_decoder(cfg, vae)
+
+
+def polish_decoder(cfg: TrainConfig, vae) -> None:
+    """The second decoder-only pass of :func:`refine_decoder` (``polish_steps`` at ``polish_lr``, seed + 2)."""
+    _train_decoder(vae, cfg.polish_steps, cfg.polish_lr, cfg.batch_size, np.random.default_rng(cfg.seed + 2))
+
+
+def _train_decoder(vae, steps: int, lr: float, batch_size: int, rng: np.random.Generator) -> None:
     params = list(vae.post_quant_conv.parameters()) + list(vae.decoder.parameters())
-    opt = torch.optim.AdamW(params, lr=cfg.decoder_lr)
-    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(cfg.decoder_steps, 1), eta_min=cfg.decoder_lr * 0.05)
+    opt = torch.optim.AdamW(params, lr=lr)
+    sched = torch.optim.lr_scheduler.CosineAnnealingLR(opt, max(steps, 1), eta_min=lr * 0.05)
     vae.train()
-    for step in range(cfg.decoder_steps):
-        _, x = _batch(rng, cfg.batch_size, 0.0, 0.0)
+    for step in range(steps):
+        _, x = _batch(rng, batch_size, 0.0, 0.0)
         with torch.no_grad():
             z = vae.encode(x).latent_dist.sample()
         recon = vae.decode(z).sample
@@ -106,7 +118,7 @@ def refine_decoder(cfg: TrainConfig, vae) -> None:
         loss.backward()
         opt.step()
         sched.step()
-        if step % 100 == 0 or step == cfg.decoder_steps - 1:
+        if step % 100 == 0 or step == steps - 1:
             log.info("decoder step %d loss %.5f", step, loss.item())
     vae.eval()
 

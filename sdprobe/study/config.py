@@ -61,6 +61,8 @@ class AttributionSpec:
     target: str = "color"
     neurons: list[str] = field(default_factory=lambda: ["text_encoder.mlp"])
     compare_critical: bool = True  # compare weight saliency with the isolated critical sets
+    ig_steps: int | None = None  # Integrated Gradients path steps; None: sdprobe.attribution.IGConfig's
+    noise_samples: int | None = None  # noises averaged per prompt; None: IGConfig's
 
 
 @dataclass
@@ -117,7 +119,8 @@ class StudyConfig:
         gen = replace(self.generation, steps=min(self.generation.steps, QUICK_DENOISE))
         iso = replace(self.isolation, controls=20, max_prompts=8, max_evaluations=60) if self.isolation else None
         bias = replace(self.bias, n_images=16, sparsities=self.bias.sparsities[:2], critical=False) if self.bias else None
-        attr = replace(self.attribution, n_prompts=3, neurons=self.attribution.neurons[:1]) if self.attribution else None
+        attr = (replace(self.attribution, n_prompts=3, neurons=self.attribution.neurons[:1], ig_steps=8, noise_samples=1)
+                if self.attribution else None)
         return replace(self, n_prompts=QUICK_PROMPTS, generation=gen, sweeps=sweeps, isolation=iso, bias=bias,
                        attribution=attr)
 

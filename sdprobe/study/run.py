@@ -24,12 +24,15 @@ STUDY_FILE = "study.json"
 REPORT_FILE = "report.html"
 
 
-def _attribution_prompts(n: int, seed: int) -> list[str]:
+def _attribution_prompts(n: int, seed: int, target: str) -> tuple[list[str], list[str] | None]:
+    """Fully stated grammar prompts, and the value each states for ``target`` (None for a target outside the world)."""
     import numpy as np
 
-    from sdprobe.world import format_prompt, sample_specs
+    from sdprobe.world import ATTRIBUTES, format_prompt, sample_specs
 
-    return [format_prompt(s) for s in sample_specs(n, np.random.default_rng(seed + 7))]
+    specs = sample_specs(n, np.random.default_rng(seed + 7))
+    values = [getattr(s, target) for s in specs] if target in ATTRIBUTES else None
+    return [format_prompt(s) for s in specs], values
 
 
 class Study:
@@ -114,19 +117,24 @@ class Study:
     def attribution(self) -> str:
         from sdprobe.attribution.heads import make_head
         from sdprobe.attribution.run import AttributionConfig, run_attribution
+        from sdprobe.attribution.tokens import IGConfig
 
         spec = self.config.attribution
-        prompts = _attribution_prompts(spec.n_prompts, self.config.seed)
+        prompts, values = _attribution_prompts(spec.n_prompts, self.config.seed, spec.target)
         iso = self.config.isolation
         meanings: tuple[str, ...] = ()
         if spec.compare_critical and iso is not None:
             from sdprobe.isolate import saved_meanings
 
             meanings = tuple(saved_meanings(self.out / iso.sweep))  # the sets isolation actually found
-        cfg = AttributionConfig(prompts=tuple(prompts), target=spec.target, seeds=(self.config.seed,),
+        cfg = AttributionConfig(prompts=tuple(prompts), target=spec.target,
+                                values=None if values is None else tuple(values),
+                                seeds=tuple(self.config.seed + i for i in range(len(prompts))),
                                 model=self.config.model, neurons=tuple(spec.neurons),
                                 critical_run=str(self.out / iso.sweep) if meanings else None,
-                                critical_meanings=meanings)
+                                critical_meanings=meanings,
+                                ig=IGConfig(n_steps=spec.ig_steps or IGConfig.n_steps,
+                                            noise_samples=spec.noise_samples or IGConfig.noise_samples))
         run_attribution(self.pipe, make_head(self.pipe), cfg, self.out / "attribution", progress=self.progress)
         return f"{len(prompts)} prompts, target {spec.target}"
 
