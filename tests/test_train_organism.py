@@ -13,13 +13,14 @@ def _weights(folder):
 
 
 def test_training_runs_a_few_steps_writes_a_stock_pipeline_and_resumes(tmp_path):
-    cfg = TrainConfig(batch_size=4, vae_steps=2, decoder_steps=2, polish_steps=2, unet_steps=4, save_every=2, warmup=2)
+    cfg = TrainConfig(batch_size=4, vae_steps=2, decoder_steps=2, polish_steps=2, unet_steps=4, finetune_steps=2,
+                      save_every=2, warmup=2)
     out, work = tmp_path / "pipe", tmp_path / "work"
     train(out, work, cfg)
     pipe = StableDiffusionPipeline.from_pretrained(out)
     assert pipe.unet.config.cross_attention_dim == pipe.text_encoder.config.hidden_size
     assert json.loads((work / "train_config.json").read_text())["unet_steps"] == 4
-    assert torch.load(work / "checkpoint.pt", weights_only=False)["step"] == 4
+    assert torch.load(work / "checkpoint.pt", weights_only=False)["step"] == 6  # 4 steps, then 2 fine-tuning steps
     before = _weights(out)
 
     # Resuming a finished run does no more steps and leaves the weights as they were.
@@ -29,7 +30,8 @@ def test_training_runs_a_few_steps_writes_a_stock_pipeline_and_resumes(tmp_path)
 
 
 def test_training_is_reproducible_from_its_seed(tmp_path):
-    cfg = TrainConfig(batch_size=4, vae_steps=1, decoder_steps=1, polish_steps=1, unet_steps=2, save_every=2, warmup=1)
+    cfg = TrainConfig(batch_size=4, vae_steps=1, decoder_steps=1, polish_steps=1, unet_steps=2, finetune_steps=1,
+                      save_every=2, warmup=1)
     train(tmp_path / "a", tmp_path / "wa", cfg)
     train(tmp_path / "b", tmp_path / "wb", cfg)
     a, b = _weights(tmp_path / "a"), _weights(tmp_path / "b")

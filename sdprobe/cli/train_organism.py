@@ -18,6 +18,7 @@ def add_parser(sub) -> None:
     p.add_argument("--decoder-steps", type=positive_int, default=900, help="first decoder-only pass")
     p.add_argument("--polish-steps", type=positive_int, default=1000, help="second decoder-only pass")
     p.add_argument("--unet-steps", type=positive_int, default=3500)
+    p.add_argument("--finetune-steps", type=int, default=1500, help="further UNet steps at a lower rate")
     p.add_argument("--vae-checkpoint", type=Path, default=None, help="reuse the VAE of an earlier checkpoint.pt")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--save-every", type=positive_int, default=500)
@@ -28,7 +29,7 @@ def run(args: argparse.Namespace) -> int:
     from sdprobe.organism.train import TrainConfig, train
 
     cfg = TrainConfig(seed=args.seed, vae_steps=args.vae_steps, decoder_steps=args.decoder_steps,
-                      polish_steps=args.polish_steps, unet_steps=args.unet_steps,
+                      polish_steps=args.polish_steps, unet_steps=args.unet_steps, finetune_steps=args.finetune_steps,
                       batch_size=args.batch_size, save_every=args.save_every)
     work = args.work or args.out.with_name(args.out.name + ".work")
     train(args.out, work, cfg, vae_checkpoint=args.vae_checkpoint)

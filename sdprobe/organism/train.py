@@ -43,6 +43,8 @@ class TrainConfig:
     unet_steps: int = 3500  # UNet + text-encoder training steps
     unet_lr: float = 4e-4
     warmup: int = 200  # linear warm-up steps of the UNet stage
+    finetune_steps: int = 1500  # further UNet + text-encoder steps at a lower rate (same optimiser and EMA)
+    finetune_lr: float = 1e-4
     p_omit: float = 0.3  # probability of leaving out each attribute of a training prompt
     p_uncond: float = 0.1  # probability of an empty prompt, for classifier-free guidance
     min_snr_gamma: float | None = None  # min-SNR loss weighting (Hang et al., 2023); None: plain v-prediction MSE
@@ -153,6 +155,16 @@ def save_pipeline(out: Path, tokenizer, text_encoder, vae, unet) -> None:
     tmp.rename(out)
 
 
+def _lr_factor(cfg: TrainConfig, step: int) -> float:
+    """Learning rate of the UNet stage over ``unet_lr``: warm-up, then a cosine to 10%; in the fine-tuning steps
+    that follow, a cosine from ``finetune_lr`` to 10% of it."""
+    if step < cfg.unet_steps:
+        warm = min(1.0, (step + 1) / cfg.warmup)
+        return warm * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * step / cfg.unet_steps)))
+    t = (step - cfg.unet_steps) / max(cfg.finetune_steps, 1)
+    return cfg.finetune_lr / cfg.unet_lr * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * t)))
+
+
 def train(out: Path, work: Path, cfg: TrainConfig = TrainConfig(), vae_checkpoint: Path | None = None) -> Path:
     """Train the organism and write a ``StableDiffusionPipeline`` folder to ``out``.
 
@@ -197,8 +209,7 @@ def train(out: Path, work: Path, cfg: TrainConfig = TrainConfig(), vae_checkpoin
 
     params = list(unet.parameters()) + list(text_encoder.parameters())
     opt = torch.optim.AdamW(params, lr=cfg.unet_lr, weight_decay=0.01)
-    lr_at = lambda s: min(1.0, (s + 1) / cfg.warmup) * (0.1 + 0.9 * 0.5 * (1 + math.cos(math.pi * s / cfg.unet_steps)))
-    sched = torch.optim.lr_scheduler.LambdaLR(opt, lr_at)
+    sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: _lr_factor(cfg, s))
     ema_unet, ema_te = copy.deepcopy(unet).requires_grad_(False), copy.deepcopy(text_encoder).requires_grad_(False)
     if state is not None:
         unet.load_state_dict(state["unet"])
@@ -217,7 +228,8 @@ def train(out: Path, work: Path, cfg: TrainConfig = TrainConfig(), vae_checkpoin
     unet.train()
     text_encoder.train()
     t0 = time.time()
-    for step in range(start, cfg.unet_steps):
+    total = cfg.unet_steps + cfg.finetune_steps
+    for step in range(start, total):
         prompts, x = _batch(rng, cfg.batch_size, cfg.p_omit, cfg.p_uncond)
         with torch.no_grad():
             latents = vae.encode(x).latent_dist.sample() * vae.config.scaling_factor  # (B, 4, 8, 8)
@@ -243,8 +255,8 @@ def train(out: Path, work: Path, cfg: TrainConfig = TrainConfig(), vae_checkpoin
         if step % 50 == 0:
             rate = (time.time() - t0) / (done - start)
             log.info("unet step %d loss %.4f  %.2fs/step  eta %.1f min", step, loss.item(), rate,
-                     rate * (cfg.unet_steps - done) / 60)
-        if done % cfg.save_every == 0 or done == cfg.unet_steps:
+                     rate * (total - done) / 60)
+        if done % cfg.save_every == 0 or done == total:
             state = dict(vae=vae.state_dict(), scaling_factor=vae.config.scaling_factor, step=done,
                          unet=unet.state_dict(), text_encoder=text_encoder.state_dict(),
                          ema_unet=ema_unet.state_dict(), ema_te=ema_te.state_dict(), opt=opt.state_dict(),
