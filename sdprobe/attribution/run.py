@@ -37,7 +37,9 @@ class AttributionConfig:
     neuron_method: str = "auto"
     critical_run: str | None = None  # sweep run whose critical sets saliency is compared with
     critical_meanings: tuple[str, ...] = ()
-    ig: IGConfig = field(default_factory=IGConfig)
+    ig: IGConfig = field(default_factory=IGConfig)  # token attributions
+    # unit attributions average over the prompts already: one noise per prompt and 16 path steps keep them cheap
+    neuron_ig: IGConfig = field(default_factory=lambda: IGConfig(n_steps=16, noise_samples=1))
     trajectory: TrajectoryConfig = field(default_factory=TrajectoryConfig)
 
     def seeds_for_prompts(self) -> list[int]:
@@ -48,7 +50,8 @@ class AttributionConfig:
         return list(self.seeds)
 
     def to_dict(self) -> dict:
-        return {**asdict(self), "ig": self.ig.to_dict(), "trajectory": self.trajectory.to_dict()}
+        return {**asdict(self), "ig": self.ig.to_dict(), "neuron_ig": self.neuron_ig.to_dict(),
+                "trajectory": self.trajectory.to_dict()}
 
 
 def _save_fig(fig, path: Path) -> None:
@@ -100,7 +103,7 @@ def run_attribution(pipe, head, config: AttributionConfig, out: Path, progress: 
     summary = {"top1_rate": top1_rate(tokens), "n_prompts": len(config.prompts)}
     if config.neurons:
         neurons = attribute_neurons(score, config.neurons, config.prompts, seeds, config.values, config.neuron_method,
-                                    config.ig, progress)
+                                    config.neuron_ig, progress)
         atomic_write_bytes(run.path / "neurons.csv", neurons.to_csv(index=False).encode())
         plot_neurons(neurons, run.path / "neurons.png")
     if config.critical_run:

@@ -27,7 +27,7 @@ def add_parser(sub) -> None:
     p.add_argument("--steps", type=positive_int, default=8, help="denoising steps of the sampler (default: %(default)s)")
     p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance (default: %(default)s)")
     p.add_argument("--ig-steps", type=positive_int, default=None,
-                   help="Integrated Gradients path steps (default: sdprobe.attribution.IGConfig's)")
+                   help="Integrated Gradients path steps of token attributions (default: IGConfig's)")
     p.add_argument("--noise-samples", type=positive_int, default=None,
                    help="initial noises per prompt whose scores are averaged (default: IGConfig's)")
     p.add_argument("--neurons", nargs="+", default=(), metavar="SELECTOR",
