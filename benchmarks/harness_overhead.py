@@ -71,7 +71,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--device", default="cpu", help="torch device (default: %(default)s)")
     p.add_argument("--n-prompts", type=int, default=64, help="images per repetition (default: %(default)s)")
     p.add_argument("--steps", type=int, default=20, help="denoising steps (default: %(default)s)")
-    p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance (default: %(default)s)")
+    p.add_argument("--guidance", type=float, default=GenerationConfig.guidance,
+                   help="classifier-free guidance (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="images per pipeline call (default: %(default)s)")
     p.add_argument("--repeats", type=int, default=5, help="timed repetitions of each path (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="draws the prompts and seeds (default: %(default)s)")

@@ -87,7 +87,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--coarse", type=float, default=0.05, help="step of sdprobe's coarse grid (default: %(default)s)")
     p.add_argument("--n-prompts", type=int, default=64, help="prompts (images) per level (default: %(default)s)")
     p.add_argument("--steps", type=int, default=20, help="denoising steps (default: %(default)s)")
-    p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance (default: %(default)s)")
+    p.add_argument("--guidance", type=float, default=GenerationConfig.guidance, help="classifier-free guidance (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="images per pipeline call (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="draws prompts and seeds (default: %(default)s)")
     p.add_argument("--n-boot", type=int, default=0, help="bootstrap replicates of the thresholds (default: %(default)s)")

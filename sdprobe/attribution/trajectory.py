@@ -24,7 +24,7 @@ import torch
 from torch import nn
 from torch.utils.checkpoint import checkpoint
 
-from sdprobe.generate import initial_latents, native_size
+from sdprobe.generate import GenerationConfig, initial_latents, native_size
 
 SUPPORTED = ("StableDiffusionPipeline",)
 
@@ -34,7 +34,7 @@ class TrajectoryConfig:
     """Settings of the differentiable sampler."""
 
     steps: int = 8  # denoising steps; few keep the backward pass cheap
-    guidance: float = 4.0  # classifier-free guidance scale (<= 1 disables the unconditional branch)
+    guidance: float = GenerationConfig.guidance  # classifier-free guidance (<= 1 disables the unconditional branch)
     gradient_checkpointing: bool = False  # recompute each UNet call in the backward pass to save memory
 
     def __post_init__(self) -> None:
@@ -57,7 +57,7 @@ class Trajectory(nn.Module):
 
     Args:
         pipe: a ``StableDiffusionPipeline`` (weights are used, never changed).
-        config (TrajectoryConfig): sampler settings. Default: 8 steps, guidance 4.0.
+        config (TrajectoryConfig): sampler settings. Default: 8 steps, the generation default guidance.
     """
 
     def __init__(self, pipe, config: TrajectoryConfig = TrajectoryConfig()):

@@ -9,6 +9,8 @@ from sdprobe.cli.common import add_model_args, positive_int
 
 
 def add_parser(sub) -> None:
+    from sdprobe.generate import GenerationConfig
+
     p = sub.add_parser("attribute", help="attribute a meaning to prompt tokens, units and weights (captum)",
                        description="Score an attribute (e.g. color) of the image a prompt produces through a short "
                                    "differentiable sampler, and attribute it with Integrated Gradients to the prompt's "
@@ -25,7 +27,8 @@ def add_parser(sub) -> None:
                         "the value read from each prompt's output)")
     p.add_argument("--seed", type=int, nargs="+", default=[0], help="one seed, or one per prompt (default: 0)")
     p.add_argument("--steps", type=positive_int, default=8, help="denoising steps of the sampler (default: %(default)s)")
-    p.add_argument("--guidance", type=float, default=4.0, help="classifier-free guidance (default: %(default)s)")
+    p.add_argument("--guidance", type=float, default=GenerationConfig.guidance,
+                   help="classifier-free guidance (default: %(default)s)")
     p.add_argument("--ig-steps", type=positive_int, default=None,
                    help="Integrated Gradients path steps of token attributions (default: IGConfig's)")
     p.add_argument("--noise-samples", type=positive_int, default=None,
