@@ -62,7 +62,7 @@ QUICKSTART = [
         """),
     ("code", """
         # Scale knobs: small, so the notebook runs in a couple of minutes on a CPU. Raise them for real studies
-        # (analyses/organism.toml uses 64 prompts, 20 steps, a 0.05 grid up to 0.95 and refinement to 0.005).
+        # (analyses/organism.toml uses 32 prompts, 20 steps, a 0.05 grid up to 0.95 and refinement to 0.005).
         MODEL = "builtin:tiny-shapes"  # the built-in organism; a local diffusers folder works too
         DEVICE = "cpu"
         SEED = 0  # draws the prompts and their seeds
