@@ -68,15 +68,19 @@ def counts_of(values: pd.Series, classes: tuple[str, ...]) -> np.ndarray:
     return np.array([(v == c).sum() for c in classes], dtype=np.int64)
 
 
+def _group_counts(labels: pd.DataFrame, probe: BiasProbe):
+    """For each probe group with labels: the group, its label rows and its class counts (K,)."""
+    for group in probe.groups:
+        sub = labels[labels["probe"] == group.name]
+        if not sub.empty:
+            yield group, sub, counts_of(sub["value"], probe.values)
+
+
 def distribution_rows(labels: pd.DataFrame, probe: BiasProbe, condition: str, n_boot: int = DEFAULT_BOOTSTRAP,
                       confidence: float = DEFAULT_CONFIDENCE, seed: int = 0) -> pd.DataFrame:
     """``distribution.csv`` rows: condition, probe, attribute, value, share, ci_low, ci_high, expected, n."""
     rows = []
-    for group in probe.groups:
-        sub = labels[labels["probe"] == group.name]
-        if sub.empty:
-            continue
-        counts = counts_of(sub["value"], probe.values)
+    for group, sub, counts in _group_counts(labels, probe):
         share, lo, hi = share_intervals(counts, n_boot, confidence, seed)
         for k, value in enumerate(probe.values):
             rows.append({"condition": condition, "probe": group.name, "attribute": probe.attribute, "value": value,
@@ -90,11 +94,7 @@ def metric_rows(labels: pd.DataFrame, probe: BiasProbe, condition: str, n_boot: 
                 confidence: float = DEFAULT_CONFIDENCE, seed: int = 0) -> pd.DataFrame:
     """``metrics.csv`` rows: condition, probe, metric, value, ci_low, ci_high, n."""
     rows = []
-    for group in probe.groups:
-        sub = labels[labels["probe"] == group.name]
-        if sub.empty:
-            continue
-        counts = counts_of(sub["value"], probe.values)
+    for group, _, counts in _group_counts(labels, probe):
         for metric, r in bias_metrics(counts, n_boot, confidence, seed).items():
             rows.append({"condition": condition, "probe": group.name, "metric": metric, **r, "n": int(counts.sum())})
     return pd.DataFrame(rows)
