@@ -6,8 +6,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from sdprobe.thresholds import detect, next_levels
-from sdprobe.thresholds.refine import bisect, on_grid
+from sdprobe.thresholds import Criteria, detect, next_levels
+from sdprobe.thresholds.refine import bisect, on_grid, width_levels
 
 GRID = np.round(np.arange(0.0, 0.9001, 0.05), 4)
 RESOLUTION = 0.005
@@ -97,3 +97,36 @@ def test_refinement_errors():
         next_levels(table, ["color"], RESOLUTION, kinds=("abrupt",))
     with pytest.raises(ValueError, match="'level' is not in the table"):
         next_levels(table.rename(columns={"level": "sparsity"}), ["color"], RESOLUTION)
+
+
+def ramp(lo: float, hi: float, top: float = 0.9, bottom: float = 0.1):
+    """Accuracy that falls linearly from ``top`` at ``lo`` to ``bottom`` at ``hi``."""
+    return lambda s: top - (top - bottom) * min(max((s - lo) / (hi - lo), 0.0), 1.0)
+
+
+def test_width_refinement_settles_the_kind_the_fine_grid_sees():
+    curve = ramp(0.53, 0.72)  # the transition (25% to 75% of the drop) spans 0.095 < max_width = 0.1
+    table_of = lambda levels: pd.DataFrame({"level": levels, "color": [curve(s) for s in levels]})  # noqa: E731
+    fine = detect(table_of(np.round(np.arange(0.0, 0.9001, RESOLUTION), 4)), x="level", y="color", seed_col=None)
+    coarse = detect(table_of(GRID), x="level", y="color", seed_col=None)
+    assert fine.kind == "sudden"
+    assert coarse.kind == "gradual" and coarse.width > 0.1  # measured between 0.05-spaced levels: too wide
+
+    table, rounds = table_of(GRID), 0
+    while new := next_levels(table, "color", RESOLUTION, seed_col=None):
+        table = pd.concat([table, table_of(new)], ignore_index=True)
+        rounds += 1
+        assert rounds < 50
+    refined = detect(table, x="level", y="color", seed_col=None)
+    assert refined.kind == "sudden"
+    assert abs(refined.threshold - fine.threshold) <= RESOLUTION
+    assert refined.s_hold < refined.s_fail and refined.width <= 0.1
+    assert table["level"].nunique() - len(GRID) <= 16  # a few levels per gap, not a fine grid
+
+
+def test_width_refinement_leaves_a_settled_gradual_decline_alone():
+    curve = ramp(0.2, 0.8)  # far wider than max_width wherever its edges lie
+    table = pd.DataFrame({"level": GRID, "color": [curve(s) for s in GRID]})
+    r = detect(table, x="level", y="color", seed_col=None)
+    assert r.kind == "gradual"
+    assert width_levels(r, np.sort(GRID), Criteria(), RESOLUTION) == []

@@ -15,8 +15,9 @@ Definition (all quantities oriented so that higher is better; ``higher_is_better
   the step's residuals for a curve without seeds) and the curve gets at least ``min_drop * range`` below ``dense``.
 * A decline is **sudden** when the step itself is large, ``drop >= min_drop * range``, and narrow: the metric goes
   from ``band`` below the plateau to ``band`` above the post level (shares of ``drop``) within ``max_width`` of
-  sparsity, measured between evaluated levels (an upper bound on the true width, which refinement tightens).
-  Otherwise it is **gradual**; a curve that does not decline is **none**.
+  sparsity, measured between evaluated levels: from ``s_hold``, the last level still near the plateau, to
+  ``s_fail``, the first already near the post level. That is an upper bound on the true width;
+  :func:`~sdprobe.thresholds.refine.next_levels` tightens it where the kind depends on it. Otherwise it is **gradual**; a curve that does not decline is **none**.
 * Sudden: ``threshold`` is the first sparsity at which the metric is below the midpoint of plateau and post
   (linearly interpolated). Gradual: the first sparsity at which it has lost ``min_drop`` of ``range`` (the bar).
   When noise makes the curve cross its bar more than once, the crossing nearest the fitted step is used, so a
@@ -87,7 +88,9 @@ class CollapseResult:
         post (float): mean after the fitted step.
         dense (float): value at the lowest level.
         floor (float): the floor used (given, or the post level; the lowest value when no step was fitted).
-        width (float): sparsity between the last level near the plateau and the first near the post level.
+        width (float): ``s_fail - s_hold``; NaN without a step.
+        s_hold (float): the last evaluated level near the plateau, before the step's midpoint (NaN without a step).
+        s_fail (float): the first evaluated level near the post level, after the midpoint (NaN without a step).
         z (float): ``drop`` in standard errors.
         ci_low (float), ci_high (float): bootstrap percentile interval of ``threshold`` (NaN without seeds).
         ci (float): the interval's coverage, e.g. 0.95.
@@ -110,6 +113,8 @@ class CollapseResult:
     dense: float
     floor: float
     width: float
+    s_hold: float
+    s_fail: float
     z: float
     ci_low: float
     ci_high: float
@@ -138,6 +143,7 @@ def _analyse(curves: np.ndarray, levels: np.ndarray, floor: float | None, crit: 
     bar_x, bar_i = crossing(y, levels, dense - crit.min_drop * span, near=brk)
     return {"dense": dense, "floor": floor_b, "span": span, "lowest": lowest, "brk": brk, "plateau": plateau,
             "post": post, "drop": drop, "mid_x": mid_x, "mid_i": mid_i, "bar_x": bar_x, "bar_i": bar_i,
+            "hold_x": take(levels, hold), "fail_x": take(levels, fail),
             "width": take(levels, fail) - take(levels, hold)}
 
 
@@ -255,6 +261,6 @@ def detect(data: pd.DataFrame | tuple[Sequence[float], Sequence[float]], x: str 
         s_lo=s_lo, s_hi=s_hi, drop=float(a["drop"]) if has_step else math.nan,
         relative_drop=float(a["drop"] / span) if has_step and span > 0 else math.nan,
         plateau=units(a["plateau"]), post=units(a["post"]), dense=units(a["dense"]), floor=units(a["floor"]),
-        width=float(a["width"]), z=z, ci_low=ci_low, ci_high=ci_high, ci=float(ci), n_boot=n_valid,
+        width=float(a["width"]), s_hold=float(a["hold_x"]), s_fail=float(a["fail_x"]), z=z, ci_low=ci_low, ci_high=ci_high, ci=float(ci), n_boot=n_valid,
         n_levels=len(levels), n_seeds=data_.n_seeds,
     )

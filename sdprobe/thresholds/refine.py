@@ -5,6 +5,13 @@ proposals and asks again, until no bracket is wider than the resolution. Because
 neighbouring evaluated levels and each new level lands strictly between them, every round narrows (or moves) the
 bracket, so a step is located to ``resolution`` in about ``log2(grid step / resolution)`` evaluations per metric
 instead of ``grid step / resolution``.
+
+Whether a collapse is sudden also depends on its width, which is measured between evaluated levels (from
+``s_hold``, the last level near the plateau, to ``s_fail``, the first near the post level) and so only bounded
+from above. When a step is large enough to be sudden but its measured width exceeds ``max_width`` while the gap
+between the levels next to ``s_hold`` and ``s_fail`` does not, the kind is not settled by the levels at hand: the
+gaps just after ``s_hold`` and just before ``s_fail`` are bisected too, until the kind is settled or the gaps are
+at the resolution. A uniform fine grid and a refined coarse grid then call the same kind.
 """
 
 from __future__ import annotations
@@ -16,7 +23,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from sdprobe.thresholds.detect import KINDS, Criteria, detect
+from sdprobe.thresholds.detect import KINDS, CollapseResult, Criteria, detect
 
 log = logging.getLogger(__name__)
 
@@ -48,6 +55,39 @@ def bisect(s_lo: float, s_hi: float, resolution: float, points: int = 1) -> list
         return []
     cuts = (on_grid(s_lo + (s_hi - s_lo) * (i + 1) / (points + 1), resolution) for i in range(points))
     return sorted({c for c in cuts if s_lo < c < s_hi})
+
+
+def width_levels(result: CollapseResult, done: np.ndarray, criteria: Criteria, resolution: float,
+                 points: int = 1) -> list[float]:
+    """Levels that tighten the measured width of a step whose kind depends on it; empty when the kind is settled.
+
+    A large step (``relative_drop >= min_drop``) measured wider than ``max_width`` may still be narrow: its true
+    edges lie somewhere in the gaps after ``s_hold`` and before ``s_fail``. If the levels bounding those gaps are
+    within ``max_width`` of each other, both gaps are bisected.
+
+    Args:
+        result (CollapseResult): :func:`detect`'s result on the evaluated levels.
+        done (np.ndarray): the evaluated levels, sorted.
+        criteria (Criteria): the collapse definition used for ``result``.
+        resolution (float): gaps at most this wide are not split.
+        points (int): new levels per gap. Default: 1.
+
+    Example:
+        >>> width_levels(result, np.array([0.6, 0.65, 0.7, 0.75, 0.8, 0.85]), Criteria(), 0.005)  # hold 0.65, fail 0.8
+        [0.675, 0.775]
+    """
+    if (result.kind != "gradual" or not result.width > criteria.max_width
+            or not result.relative_drop >= criteria.min_drop or math.isnan(result.s_hold) or math.isnan(result.s_fail)):
+        return []
+    after = done[done > result.s_hold]
+    before = done[done < result.s_fail]
+    if not len(after) or not len(before):
+        return []
+    inner_lo, inner_hi = float(after[0]), float(before[-1])
+    if inner_hi - inner_lo > criteria.max_width:
+        return []  # wider than max_width however the gaps resolve: gradual is settled
+    return sorted(set(bisect(result.s_hold, inner_lo, resolution, points)) | set(bisect(inner_hi, result.s_fail,
+                                                                                       resolution, points)))
 
 
 def next_levels(table: pd.DataFrame, y: str | Sequence[str], resolution: float = 0.005, *, x: str = "level",
@@ -103,4 +143,9 @@ def next_levels(table: pd.DataFrame, y: str | Sequence[str], resolution: float =
         new = bisect(result.s_lo, result.s_hi, resolution, points)
         log.debug("%s: %s bracket (%.4f, %.4f) -> %s", metric, result.kind, result.s_lo, result.s_hi, new)
         proposals.update(new)
+        width_new = width_levels(result, done, criteria or Criteria(), resolution, points)
+        if width_new:
+            log.debug("%s: width %.4f unsettled between %.4f and %.4f -> %s", metric, result.width, result.s_hold,
+                      result.s_fail, width_new)
+        proposals.update(width_new)
     return sorted(p for p in proposals if np.abs(done - p).min() >= min_gap)
