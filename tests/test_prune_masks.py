@@ -14,6 +14,7 @@ from sdprobe.prune import MagnitudeScorer, OwlScorer, ProgressiveMask, RandomSco
 from sdprobe.prune.state import TensorState
 
 GROUPS = ["matrix", "row", "global", "nm:4"]
+STORES = [None, "disk"]  # beside the weights, a temporary file
 
 
 def module_tree(spec: dict[str, nn.Module]) -> nn.Module:
@@ -71,12 +72,13 @@ def pipe():
     return toy_pipe()
 
 
+@pytest.mark.parametrize("store", STORES)
 @pytest.mark.parametrize("group", GROUPS)
-def test_masks_are_nested_and_prune_the_lowest_scores(pipe, group):
+def test_masks_are_nested_and_prune_the_lowest_scores(pipe, group, store):
     refs = select(pipe, ["text_encoder", "unet"], include_conv=True)
     scores = MagnitudeScorer().scores(refs)
     levels = [0.0, 0.1, 0.25, 0.5, 0.75, 0.9]
-    with ProgressiveMask(refs, scores, group=group) as m:
+    with ProgressiveMask(refs, scores, group=group, store=store) as m:
         for ref in refs:
             name = ref.qualified_name
             sets = [set(m.pruned_indices(name, s).tolist()) for s in levels]
@@ -106,8 +108,9 @@ def test_row_group_prunes_the_lowest_half_of_each_row(pipe):
             assert (highest_pruned < lowest_kept).all()
 
 
+@pytest.mark.parametrize("store", STORES)
 @pytest.mark.parametrize("group", GROUPS)
-def test_moving_up_and_down_equals_a_fresh_mask(pipe, group):
+def test_moving_up_and_down_equals_a_fresh_mask(pipe, group, store):
     refs = select(pipe, ["text_encoder", "unet"], include_conv=True)
     path = [0.3, 0.5, 0.45, 0.05, 0.9, 0.0, 0.35, 0.35, 0.6]
     fresh = {}
@@ -115,7 +118,7 @@ def test_moving_up_and_down_equals_a_fresh_mask(pipe, group):
         with mask(refs, group) as m:
             m.set_sparsity(s)
             fresh[s] = snapshot(refs)
-    with mask(refs, group) as m:
+    with mask(refs, group, store=store) as m:
         for s in path:
             m.set_sparsity(s)
             assert m.sparsity == s
@@ -138,15 +141,16 @@ def test_owl_allocation_moves_up_and_down_like_a_fresh_mask(pipe):
             assert all(torch.equal(v, fresh[s][n]) for n, v in snapshot(refs).items())
 
 
+@pytest.mark.parametrize("store", STORES)
 @pytest.mark.parametrize("how", ["normal", "exception", "keyboard", "inside_override"])
 @pytest.mark.parametrize("group", ["matrix", "global"])
-def test_exit_restores_every_weight_bit_exactly(pipe, how, group):
+def test_exit_restores_every_weight_bit_exactly(pipe, how, group, store):
     before = state_hash(pipe)
     refs = select(pipe, ["text_encoder", "unet"], include_conv=True)
     raised = {"normal": None, "exception": RuntimeError, "keyboard": KeyboardInterrupt,
               "inside_override": KeyboardInterrupt}[how]
     try:
-        with mask(refs, group) as m:
+        with mask(refs, group, store=store) as m:
             m.set_sparsity(0.7)
             m.set_sparsity(0.4)
             assert state_hash(pipe) != before
@@ -314,3 +318,33 @@ def test_store_on_cpu_and_random_scores(pipe):
         m.set_sparsity(0.5)
         assert m.stats(pipe)["scope_pruned"] == pytest.approx(sum(int(0.5 * r.numel) for r in refs) / m.numel)
     assert state_hash(pipe) == before
+
+
+@pytest.mark.parametrize("group", ["matrix", "global"])
+def test_disk_store_holds_nothing_in_memory_and_equals_the_memory_store(pipe, group):
+    before = state_hash(pipe)
+    refs = select(pipe, ["text_encoder", "unet"])
+    with mask(refs, group) as m:
+        m.set_sparsity(0.6)
+        in_memory, held = snapshot(refs), m.stored_bytes()
+        candidates = m.candidates(0.3, 0.6)
+        m.set_sparsity(0.3)
+        at_lower = snapshot(refs)
+    assert state_hash(pipe) == before
+    with mask(refs, group, store="disk") as m:
+        assert m.memory_bytes() == 0 and m.stored_bytes() == held > 0
+        m.set_sparsity(0.6)
+        assert all(torch.equal(v, in_memory[n]) for n, v in snapshot(refs).items())
+        assert all(torch.equal(v, candidates[n]) for n, v in m.candidates(0.3, 0.6).items())
+        with m.override(restore=candidates):  # originals come back from the file
+            assert all(torch.equal(v, at_lower[n]) for n, v in snapshot(refs).items())
+    assert state_hash(pipe) == before
+
+
+def test_auto_store_and_unknown_stores(pipe):
+    refs = select(pipe, "unet")
+    assert mask(refs, store="auto").store == "disk"  # weights on the CPU: a file
+    assert mask(refs, store="memory").store is None
+    assert mask(refs, store="cpu").store == torch.device("cpu")
+    with pytest.raises(ValueError, match="unknown store 'ssd'.*auto, memory, cpu, disk"):
+        mask(refs, store="ssd")

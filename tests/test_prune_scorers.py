@@ -154,3 +154,21 @@ def test_one_shot_prune_context():
         assert m.sparsity == 0.35 and m.max_sparsity == 0.35
         assert m.stats(pipe)["scope_pruned"] == pytest.approx(sum(int(0.35 * r.numel) for r in m.refs) / m.numel)
     assert state_hash(pipe) == before
+
+
+@pytest.mark.parametrize("scorer", [MagnitudeScorer(), NMScorer(m=4), OwlScorer(MagnitudeScorer(), hyper_m=1.5),
+                                    RandomScorer(seed=2)], ids=lambda s: s.name)
+def test_lazy_scores_equal_the_eager_ones_and_are_computed_when_read(scorer):
+    pipe = toy_pipe()
+    refs = select(pipe, ["text_encoder", "unet"])
+    eager = scorer.scores(refs)
+    eager_allocation = scorer.allocation(0.5) if scorer.allocation else None
+    lazy = scorer.lazy_scores(refs)
+    assert list(lazy) == list(eager) and len(lazy) == len(eager)
+    assert all(torch.equal(lazy[n], v) for n, v in eager.items())
+    if eager_allocation is not None:
+        assert scorer.allocation(0.5) == eager_allocation
+    if scorer.name in ("magnitude", "nm", "owl-magnitude"):  # read from the weights as they are now
+        with torch.no_grad():
+            refs[0].weight.mul_(2)
+        assert torch.equal(lazy[refs[0].qualified_name], 2 * eager[refs[0].qualified_name])

@@ -19,6 +19,7 @@ def _budget(text: str) -> tuple[str, float]:
 
 
 def add_parser(sub) -> None:
+    from sdprobe.prune.storage import STORES
     from sdprobe.sweep.config import METHODS
 
     p = sub.add_parser("sweep", help="prune progressively, generate and score at every level",
@@ -43,6 +44,10 @@ def add_parser(sub) -> None:
     p.add_argument("-n", "--n-prompts", type=positive_int, default=64, help="prompts drawn from the grammar")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument("--metrics", nargs="+", default=["oracle", "distance"])
+    p.add_argument("--store", default="auto", choices=STORES,
+                   help="where masks keep the original values: auto = host memory for CUDA, a temporary file on the "
+                        "CPU, so memory stays near the model's own; memory = beside the weights (fastest) "
+                        "(default: %(default)s)")
     p.add_argument("--out", type=Path, required=True, help="run directory")
     p.set_defaults(func=run)
 
@@ -81,6 +86,6 @@ def run(args: argparse.Namespace) -> int:
 
     config = config_from_args(args)  # validates before the model loads
     pipe = load(args)
-    run_dir = run_sweep(pipe, config, args.out)
+    run_dir = run_sweep(pipe, config, args.out, store=args.store)
     print(run_dir.path)
     return 0

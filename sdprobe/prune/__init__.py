@@ -11,7 +11,7 @@ Example:
     ...         mask.set_sparsity(s)
 """
 
-from sdprobe.prune.base import Allocation, Scorer
+from sdprobe.prune.base import Allocation, LazyScores, Scorer
 from sdprobe.prune.factory import METHODS, make_scorer, mask_from_scorer, prune
 from sdprobe.prune.layout import GROUP_KINDS
 from sdprobe.prune.magnitude import MagnitudeScorer
@@ -19,9 +19,10 @@ from sdprobe.prune.masks import ProgressiveMask
 from sdprobe.prune.nm import NMScorer
 from sdprobe.prune.owl import OwlAllocation, OwlScorer
 from sdprobe.prune.random import RandomScorer
+from sdprobe.prune.storage import STORES
 from sdprobe.prune.wanda import InputNorms, WandaScorer
 
 __all__ = [
-    "Allocation", "Scorer", "METHODS", "GROUP_KINDS", "make_scorer", "mask_from_scorer", "prune", "ProgressiveMask",
+    "Allocation", "Scorer", "LazyScores", "STORES", "METHODS", "GROUP_KINDS", "make_scorer", "mask_from_scorer", "prune", "ProgressiveMask",
     "MagnitudeScorer", "WandaScorer", "InputNorms", "RandomScorer", "OwlScorer", "OwlAllocation", "NMScorer",
 ]

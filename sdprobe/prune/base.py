@@ -15,7 +15,7 @@ Example:
 from __future__ import annotations
 
 from abc import ABC, abstractmethod
-from typing import Callable, Mapping
+from typing import Callable, Iterator, Mapping
 
 import torch
 
@@ -53,8 +53,43 @@ class Scorer(ABC):
             weight's device; higher = more important (pruned last).
         """
 
+    def lazy_scores(self, refs: list[WeightRef]) -> Mapping[str, torch.Tensor]:
+        """The same scores, each computed from the weights when it is read (see :class:`LazyScores`).
+
+        A :class:`~sdprobe.prune.ProgressiveMask` reads them one tensor at a time when it is entered, so only
+        one tensor's scores exist at once. The weights must not change between this call and that read.
+        Scorers that cannot score one tensor at a time return :meth:`scores`.
+        """
+        return self.scores(refs)
+
     def __repr__(self) -> str:
         return f"{type(self).__name__}(name={self.name!r}, group={self.group!r})"
+
+
+class LazyScores(Mapping):
+    """A read-only mapping ``qualified_name -> scores`` that computes each tensor's scores when it is read.
+
+    Args:
+        refs (list[WeightRef]): the weights scored.
+        score (Callable[[WeightRef], torch.Tensor]): the scores of one weight.
+
+    Example:
+        >>> lazy = LazyScores(refs, lambda r: r.weight.detach().abs().float())
+        >>> lazy[refs[0].qualified_name]  # computed now, not kept
+    """
+
+    def __init__(self, refs: list[WeightRef], score: Callable[[WeightRef], torch.Tensor]) -> None:
+        self._refs = {r.qualified_name: r for r in refs}
+        self._score = score
+
+    def __getitem__(self, name: str) -> torch.Tensor:
+        return self._score(self._refs[name])
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._refs)
+
+    def __len__(self) -> int:
+        return len(self._refs)
 
 
 def check_scores(refs: list[WeightRef], scores: Mapping[str, torch.Tensor]) -> None:

@@ -69,6 +69,9 @@ def mask_from_scorer(refs, scorer: Scorer, group: str | None = None, max_sparsit
                      store: str | torch.device | None = None) -> ProgressiveMask:
     """Score ``refs`` and wrap them in a :class:`ProgressiveMask` with the scorer's group and allocation.
 
+    The scores are lazy (:meth:`Scorer.lazy_scores`): each tensor's are computed when the mask is entered and
+    dropped once sorted, so enter the mask before changing the weights.
+
     Args:
         refs (list[WeightRef]): the weights in scope.
         scorer (Scorer): see :func:`make_scorer`.
@@ -79,7 +82,7 @@ def mask_from_scorer(refs, scorer: Scorer, group: str | None = None, max_sparsit
     Returns:
         ProgressiveMask: not yet entered.
     """
-    scores = scorer.scores(refs)
+    scores = scorer.lazy_scores(refs)
     return ProgressiveMask(refs, scores, group=group or scorer.group, allocation=scorer.allocation,
                            max_sparsity=max_sparsity, store=store)
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 import torch
 
 from sdprobe.architecture import WeightRef
-from sdprobe.prune.base import Scorer
+from sdprobe.prune.base import LazyScores, Scorer
 
 GRANULARITIES = {"matrix": "matrix", "global": "global"}  # granularity -> comparison group
 
@@ -34,6 +34,8 @@ class MagnitudeScorer(Scorer):
         self.granularity = granularity
         self.group = GRANULARITIES[granularity]
 
-    @torch.no_grad()
     def scores(self, refs: list[WeightRef]) -> dict[str, torch.Tensor]:
-        return {r.qualified_name: r.weight.detach().abs().float() for r in refs}
+        return dict(self.lazy_scores(refs))
+
+    def lazy_scores(self, refs: list[WeightRef]) -> LazyScores:
+        return LazyScores(refs, lambda r: r.weight.detach().abs().float())

@@ -7,9 +7,13 @@ tensor's fraction: ``s`` itself, an allocation's value (OWL), or the share set b
 only the entries that change. On exit every weight is restored bit-exactly, also after an exception or a
 ``KeyboardInterrupt``.
 
-Held memory: for each tensor, the original values of the entries prunable up to ``max_sparsity`` (in the
+Held data: for each tensor, the original values of the entries prunable up to ``max_sparsity`` (in the
 weight's dtype) and their positions inside their group (int16 where a group fits, int32 otherwise); with
-``group="global"`` also the int32 score keys of those entries, for the threshold search.
+``group="global"`` also the int32 score keys of those entries, for the threshold search. ``store`` says where
+(see :mod:`sdprobe.prune.storage`): beside the weights (fastest), in host memory (for CUDA weights: the device
+holds only the model), or in a temporary file (the process holds only the model and the rows being moved).
+Scores are read one tensor at a time, so a lazy mapping of scores (the scorers' own) keeps the peak during the
+one-off sort near one tensor's worth.
 
 Example:
     >>> refs = select(pipe, "text_encoder")
@@ -34,6 +38,7 @@ from sdprobe.architecture import WeightRef, component_module, describe
 from sdprobe.prune.base import Allocation, check_scores
 from sdprobe.prune.layout import Group, count, global_counts, parse_group, sortable_keys
 from sdprobe.prune.state import TensorState
+from sdprobe.prune.storage import OffloadFile, resolve_store
 
 log = logging.getLogger(__name__)
 LAYER_COLUMNS = ("qualified_name", "component", "region", "block", "role", "numel", "sparsity")  # layer_table()
@@ -52,8 +57,10 @@ class ProgressiveMask:
         allocation (Allocation | None): target sparsity -> per-tensor fraction (e.g. OWL); must be non-decreasing
             in the target. ``None``: every tensor is pruned to the target. Not combinable with ``"global"``.
         max_sparsity (float): the highest level :meth:`set_sparsity` accepts, in [0, 1). Default: 0.95.
-        store (str | torch.device | None): where the original values are kept. ``None``: beside each weight;
-            ``"cpu"`` for CUDA weights keeps them in pinned host memory. Default: ``None``.
+        store (str | torch.device | None): where positions and original values are kept: ``None`` or
+            ``"memory"`` beside each weight; ``"cpu"`` (or another device) there, pinned for CUDA weights;
+            ``"disk"`` in an anonymous temporary file; ``"auto"`` host memory for CUDA weights and the
+            file otherwise. Default: ``None``.
 
     Example:
         >>> with ProgressiveMask(refs, scores, max_sparsity=0.6) as mask:
@@ -75,7 +82,9 @@ class ProgressiveMask:
         if not 0.0 <= max_sparsity < 1.0:
             raise ValueError(f"max_sparsity must be in [0, 1), got {max_sparsity}")
         self.refs, self.allocation, self.max_sparsity = refs, allocation, float(max_sparsity)
-        self.store = None if store is None else torch.device(store)
+        self.store = resolve_store(store, refs[0].weight.device)
+        self._offload: OffloadFile | None = None
+        self._keys: list[torch.Tensor] = []  # each tensor's sorted keys ("global" only)
         self._scores: Mapping[str, torch.Tensor] | None = scores
         self._tensors: list[TensorState] | None = None
         self._by_name: dict[str, TensorState] = {}
@@ -94,13 +103,20 @@ class ProgressiveMask:
         for r in self.refs:
             if not r.weight.is_contiguous():
                 raise ValueError(f"{r.qualified_name} is not contiguous; call .contiguous() on the module first")
-        self._tensors = self._build(self._scores)
+        if self.store == "disk":
+            self._offload = OffloadFile()
+        try:
+            self._tensors = self._build(self._scores)
+        except BaseException:
+            self._close_offload()
+            raise
+        self._keys = [t.sorted_keys() for t in self._tensors] if self.group.kind == "global" else []
         self._by_name = {t.name: t for t in self._tensors}
         self._position = {t.name: i for i, t in enumerate(self._tensors)}
         self._scores = None
         _ACTIVE.update({id(r.weight): r.qualified_name for r in self.refs})
-        log.info("progressive mask over %d tensors (%d entries, group %s): %.1f MiB held", len(self.refs),
-                 self.numel, self.group.kind, self.memory_bytes() / 2**20)
+        log.info("progressive mask over %d tensors (%d entries, group %s): %.1f MiB held in %s", len(self.refs),
+                 self.numel, self.group.kind, self.stored_bytes() / 2**20, self.store or "memory")
         return self
 
     def __exit__(self, *exc) -> bool:
@@ -111,12 +127,18 @@ class ProgressiveMask:
                 for t in self._tensors or []:
                     n = t.high if self._broken else t.k
                     if n:
-                        t.matrix().scatter_(1, self._cols(t, 0, n), self._vals(t, 0, n))
+                        t.matrix().scatter_(1, t.cols(0, n), t.vals(0, n))
         finally:
             for r in self.refs:
                 _ACTIVE.pop(id(r.weight), None)
-            self._tensors, self._by_name, self._overrides, self._level = None, {}, [], 0.0
+            self._tensors, self._by_name, self._overrides, self._level, self._keys = None, {}, [], 0.0, []
+            self._close_offload()
         return False
+
+    def _close_offload(self) -> None:
+        if self._offload is not None:
+            self._offload.close()
+            self._offload = None
 
     # --- moving between levels -----------------------------------------------------------------------------
     @property
@@ -147,9 +169,9 @@ class ProgressiveMask:
             for t, k in zip(self._tensors, counts):
                 if k > t.k:
                     t.high = max(t.high, k)
-                    t.matrix().scatter_(1, self._cols(t, t.k, k), 0.0)
+                    t.matrix().scatter_(1, t.cols(t.k, k), 0.0)
                 elif k < t.k:
-                    t.matrix().scatter_(1, self._cols(t, k, t.k), self._vals(t, k, t.k))
+                    t.matrix().scatter_(1, t.cols(k, t.k), t.vals(k, t.k))
                 t.k = k
         except BaseException:
             self._broken = True
@@ -171,12 +193,13 @@ class ProgressiveMask:
         k_lo, k_hi = self._counts(lo), self._counts(hi)
         return {t.name: t.flat_indices(a, b).sort().values for t, a, b in zip(self._tensors, k_lo, k_hi)}
 
+    def stored_bytes(self) -> int:
+        """Bytes of original values, positions and keys this mask keeps, wherever its store is."""
+        return sum(t.nbytes for t in self._tensors or [])
+
     def memory_bytes(self) -> int:
-        """Bytes this mask holds (original values, orders and keys)."""
-        total = 0
-        for t in self._tensors or []:
-            total += t.order.nbytes + t.values.nbytes + (t.keys.nbytes if t.keys is not None else 0)
-        return total
+        """Bytes this mask keeps in memory (beside the weights or on the host); 0 with the ``"disk"`` store."""
+        return 0 if self.store == "disk" else self.stored_bytes()
 
     def layer_table(self, sparsity: float) -> pd.DataFrame:
         """One row per tensor: qualified_name, component, region, block, role, numel, sparsity (at ``sparsity``)."""
@@ -287,7 +310,7 @@ class ProgressiveMask:
         pos = torch.searchsorted(ordered, idx).clamp(max=ordered.numel() - 1)
         if not bool((ordered[pos] == idx).all()):
             raise ValueError(f"{t.name}: restore names entries that are not pruned at the current level")
-        return self._vals(t, 0, t.k).reshape(-1)[perm[pos]]
+        return t.vals(0, t.k).reshape(-1)[perm[pos]]
 
     # --- internals -----------------------------------------------------------------------------------------
     def _ready(self) -> None:
@@ -301,12 +324,6 @@ class ProgressiveMask:
         if name not in self._by_name:
             raise ValueError(f"{name!r} is not in this mask's scope (e.g. {next(iter(self._by_name))})")
         return self._by_name[name]
-
-    def _cols(self, t: TensorState, start: int, stop: int) -> torch.Tensor:
-        return t.order[:, start:stop].to(device=t.ref.weight.device, dtype=torch.long, non_blocking=True)
-
-    def _vals(self, t: TensorState, start: int, stop: int) -> torch.Tensor:
-        return t.values[:, start:stop].to(device=t.ref.weight.device, non_blocking=True)
 
     def _check_level(self, sparsity: float) -> None:
         if not 0.0 <= sparsity < 1.0:
@@ -334,7 +351,7 @@ class ProgressiveMask:
         self._check_level(sparsity)
         if self.group.kind == "global":
             self._ready()
-            return global_counts([t.keys for t in self._tensors], count(sparsity, self.numel))
+            return global_counts(self._keys, count(sparsity, self.numel))
         layouts = self._tensors or [TensorState.layout(r, self.group) for r in self.refs]
         counts = [count(f, t.length) for f, t in zip(self._fractions(sparsity), layouts)]
         for t, k in zip(self._tensors or [], counts):
@@ -347,10 +364,14 @@ class ProgressiveMask:
     def _build(self, scores: Mapping[str, torch.Tensor]) -> list[TensorState]:
         layouts = [TensorState.layout(r, self.group) for r in self.refs]
         if self.group.kind == "global":
-            keys = [sortable_keys(torch.sort(scores[t.name].reshape(-1)).values) for t in layouts]
+            keys = [self._held(sortable_keys(torch.sort(scores[t.name].reshape(-1)).values)) for t in layouts]
             kmax = global_counts(keys, count(self.max_sparsity, self.numel))
         else:
             kmax, keys = self._counts(self.max_sparsity), [None] * len(layouts)
         bar = tqdm(layouts, desc="sorting scores", unit="tensor", disable=None, leave=False)
-        return [TensorState.sorted(t.ref, self.group, scores[t.name], k, None if key is None else key[:k], self.store)
-                for t, k, key in zip(bar, kmax, keys)]
+        return [TensorState.sorted(t.ref, self.group, scores[t.name], k, None if key is None else key[:k], self.store,
+                                   self._offload) for t, k, key in zip(bar, kmax, keys)]
+
+    def _held(self, keys: torch.Tensor) -> torch.Tensor:
+        """All sorted keys of a tensor while the global counts are found: memory-mapped with the disk store."""
+        return self._offload.put(keys.reshape(1, -1)).array().reshape(-1) if self._offload else keys

@@ -8,6 +8,8 @@ the ``k`` lowest-scoring entries of each group, so 0.5 with M=4 is the 2:4 patte
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import torch
 
 from sdprobe.architecture import WeightRef
@@ -38,9 +40,16 @@ class NMScorer(Scorer):
         self.name = "nm" if base is None else f"nm-{self.base.name}"
         self.group = f"nm:{self.m}"
 
-    def scores(self, refs: list[WeightRef]) -> dict[str, torch.Tensor]:
+    def _check(self, refs: list[WeightRef]) -> None:
         for r in refs:
             row = r.weight[0].numel()
             if row % self.m:
                 raise ValueError(f"{r.qualified_name} has rows of {row} weights, not a multiple of M={self.m}")
+
+    def scores(self, refs: list[WeightRef]) -> dict[str, torch.Tensor]:
+        self._check(refs)
         return self.base.scores(refs)
+
+    def lazy_scores(self, refs: list[WeightRef]) -> Mapping[str, torch.Tensor]:
+        self._check(refs)
+        return self.base.lazy_scores(refs)

@@ -14,6 +14,8 @@ sparsity is non-decreasing in the target, so masks stay nested.
 
 from __future__ import annotations
 
+from typing import Mapping
+
 import numpy as np
 import torch
 
@@ -47,7 +49,7 @@ class OwlAllocation:
         0.47...
     """
 
-    def __init__(self, refs: list[WeightRef], scores: dict[str, torch.Tensor], hyper_m: float = DEFAULT_HYPER_M,
+    def __init__(self, refs: list[WeightRef], scores: Mapping[str, torch.Tensor], hyper_m: float = DEFAULT_HYPER_M,
                  lam: float = DEFAULT_LAMBDA, max_layer_sparsity: float = 1.0) -> None:
         if hyper_m <= 0 or lam < 0:
             raise ValueError(f"OWL needs hyper_m > 0 and lam >= 0, got hyper_m={hyper_m}, lam={lam}")
@@ -122,5 +124,10 @@ class OwlScorer(Scorer):
 
     def scores(self, refs: list[WeightRef]) -> dict[str, torch.Tensor]:
         scores = self.base.scores(refs)
+        self._allocation = OwlAllocation(refs, scores, self.hyper_m, self.lam)
+        return scores
+
+    def lazy_scores(self, refs: list[WeightRef]) -> Mapping[str, torch.Tensor]:
+        scores = self.base.lazy_scores(refs)  # the allocation reads them one layer at a time
         self._allocation = OwlAllocation(refs, scores, self.hyper_m, self.lam)
         return scores

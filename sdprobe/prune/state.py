@@ -8,20 +8,25 @@ import torch
 
 from sdprobe.architecture import WeightRef
 from sdprobe.prune.layout import Group, index_dtype
+from sdprobe.prune.storage import MemorySlab, OffloadFile
 
-_EMPTY = torch.empty(1, 0)
+_EMPTY = MemorySlab(torch.empty(0, 1))
 
 
 @dataclass(eq=False)
 class TensorState:
-    """The state of one weight under a mask; the weight is viewed as ``(groups, length)``."""
+    """The state of one weight under a mask; the weight is viewed as ``(groups, length)``.
+
+    ``order`` and ``values`` are level-major ``(kmax, groups)`` slabs (see :mod:`sdprobe.prune.storage`): row
+    ``i`` holds every group's ``i``-th lowest-scoring position and its original value.
+    """
 
     ref: WeightRef
     groups: int
     length: int
-    order: torch.Tensor  # (groups, kmax) positions in each group, lowest score first
-    values: torch.Tensor  # (groups, kmax) original values at those positions
-    keys: torch.Tensor | None  # (kmax,) sorted int32 score keys ("global" only)
+    order: MemorySlab  # (kmax, groups) positions in each group, lowest score first (or a DiskSlab)
+    values: MemorySlab  # (kmax, groups) original values at those positions
+    keys: MemorySlab | None  # (1, kmax) sorted int32 score keys ("global" only)
     k: int = 0  # entries pruned per group now
     high: int = 0  # most entries per group pruned since entry
 
@@ -31,17 +36,32 @@ class TensorState:
 
     @property
     def kmax(self) -> int:
-        return self.order.shape[1]
+        return self.order.shape[0]
+
+    @property
+    def nbytes(self) -> int:
+        return self.order.nbytes + self.values.nbytes + (self.keys.nbytes if self.keys is not None else 0)
 
     def matrix(self) -> torch.Tensor:
         return self.ref.weight.data.view(self.groups, self.length)
 
+    def cols(self, start: int, stop: int) -> torch.Tensor:
+        """Positions ``start:stop`` of every group, ``(groups, n)`` long on the weight's device."""
+        return self.order.rows(start, stop).to(device=self.ref.weight.device, dtype=torch.long,
+                                               non_blocking=True).t()
+
+    def vals(self, start: int, stop: int) -> torch.Tensor:
+        """Original values at positions ``start:stop`` of every group, ``(groups, n)`` on the weight's device."""
+        return self.values.rows(start, stop).to(device=self.ref.weight.device, non_blocking=True).t()
+
     def flat_indices(self, start: int, stop: int) -> torch.Tensor:
         """Flat indices into the weight of sorted positions ``start:stop`` of every group, (groups * n,)."""
-        device = self.ref.weight.device
-        cols = self.order[:, start:stop].to(device=device, dtype=torch.long)
-        offsets = torch.arange(self.groups, device=device).unsqueeze(1) * self.length
-        return (cols + offsets).reshape(-1)
+        offsets = torch.arange(self.groups, device=self.ref.weight.device).unsqueeze(1) * self.length
+        return (self.cols(start, stop) + offsets).reshape(-1)
+
+    def sorted_keys(self) -> torch.Tensor:
+        """The ascending score keys of the first ``kmax`` entries ("global" only)."""
+        return self.keys.array().reshape(-1)
 
     @classmethod
     def layout(cls, ref: WeightRef, group: Group) -> "TensorState":
@@ -51,7 +71,7 @@ class TensorState:
     @classmethod
     @torch.no_grad()
     def sorted(cls, ref: WeightRef, group: Group, scores: torch.Tensor, kmax: int, keys: torch.Tensor | None,
-               store: torch.device | None) -> "TensorState":
+               store: str | torch.device | None, offload: OffloadFile | None = None) -> "TensorState":
         """Sort ``scores`` within each group once and keep the first ``kmax`` positions and their values.
 
         Args:
@@ -60,16 +80,23 @@ class TensorState:
             scores (torch.Tensor): the weight's scores, same shape.
             kmax (int): entries per group prunable up to the mask's highest level.
             keys (torch.Tensor | None): sorted score keys to keep ("global" only).
-            store (torch.device | None): where to keep positions and values; ``None``: beside the weight.
-                Host copies of CUDA weights are pinned.
+            store (str | torch.device | None): where to keep positions and values: ``None`` beside the weight,
+                a device (host copies of CUDA weights are pinned), or ``"disk"`` (then ``offload`` is the file).
+            offload (OffloadFile | None): the file of the ``"disk"`` store.
         """
         t = cls.layout(ref, group)
         order = torch.argsort(scores.reshape(t.groups, t.length), dim=1, stable=True)[:, :kmax]  # (G, kmax)
         values = t.matrix().gather(1, order)  # (G, kmax), in the weight's dtype
         order = order.to(index_dtype(t.length))
-        if store is not None:
-            pin = store.type == "cpu" and ref.weight.is_cuda
-            order, values = (x.to(store).pin_memory() if pin else x.to(store) for x in (order, values))
-        t.order, t.values = order.contiguous(), values.contiguous()
-        t.keys = None if keys is None else keys.clone()
+        arrays = [order.t(), values.t()] + ([] if keys is None else [keys.reshape(1, -1).clone()])  # level-major
+        del order, values
+        if store == "disk":
+            slabs = [offload.put(a) for a in arrays]
+        else:
+            if store is not None:
+                pin = store.type == "cpu" and ref.weight.is_cuda
+                arrays = [a.to(store).pin_memory() if pin else a.to(store) for a in arrays]
+            slabs = [MemorySlab(a) for a in arrays]
+        t.order, t.values = slabs[0], slabs[1]
+        t.keys = slabs[2] if keys is not None else None
         return t

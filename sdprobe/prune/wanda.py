@@ -26,7 +26,7 @@ from torch import nn
 
 from sdprobe.architecture import TEXT_COMPONENTS, WeightRef
 from sdprobe.generate import GenerationConfig, generate
-from sdprobe.prune.base import Scorer
+from sdprobe.prune.base import LazyScores, Scorer
 
 log = logging.getLogger(__name__)
 DEFAULT_TIMESTEPS = 4  # denoising steps of the UNet calibration run
@@ -142,11 +142,16 @@ class WandaScorer(Scorer):
         return {name: s.sqrt() for name, s in sumsq.items()}
 
     def scores(self, refs: list[WeightRef]) -> dict[str, torch.Tensor]:
+        return dict(self.lazy_scores(refs))
+
+    def lazy_scores(self, refs: list[WeightRef]) -> LazyScores:
+        """Input norms are gathered now; each weight's scores are computed when read."""
         norms = self.input_norms(refs)
-        out = {}
-        for r in refs:
+        log.info("wanda: input norms of %d weights from %d calibration prompts", len(refs), len(self.prompts))
+
+        def score(r: WeightRef) -> torch.Tensor:
             n = norms[r.qualified_name]
             n = n.view(1, -1, 1, 1) if r.weight.dim() == 4 else n.view(1, -1)  # broadcast over rows (and kernel)
-            out[r.qualified_name] = r.weight.detach().abs().float() * n
-        log.info("wanda: scored %d weights on %d calibration prompts", len(refs), len(self.prompts))
-        return out
+            return r.weight.detach().abs().float() * n
+
+        return LazyScores(refs, score)

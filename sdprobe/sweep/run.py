@@ -71,14 +71,21 @@ def scope_refs(pipe, config: SweepConfig) -> dict[str, list]:
 
 
 @contextlib.contextmanager
-def progressive_masks(pipe, config: SweepConfig, calibration: list[str]) -> Iterator[dict[str, ProgressiveMask]]:
-    """One :class:`ProgressiveMask` per pruned component; all weights are restored exactly on exit."""
+def progressive_masks(pipe, config: SweepConfig, calibration: list[str],
+                      store: str = "auto") -> Iterator[dict[str, ProgressiveMask]]:
+    """One :class:`ProgressiveMask` per pruned component; all weights are restored exactly on exit.
+
+    ``store`` says where the masks keep originals and positions (see :mod:`sdprobe.prune.storage`); the default
+    keeps them off the weights' device (host memory for CUDA, a temporary file for the CPU), so the model plus
+    the masks stay near the model's own memory.
+    """
     with contextlib.ExitStack() as stack:
         masks = {}
         for component, refs in scope_refs(pipe, config).items():
             scorer = make_scorer(config.method, pipe, calibration_prompts=calibration, seed=config.seed,
                                  generation=config.generation)
-            mask = mask_from_scorer(refs, scorer, group=config.group, max_sparsity=config.max_sparsity(component))
+            mask = mask_from_scorer(refs, scorer, group=config.group, max_sparsity=config.max_sparsity(component),
+                                    store=store)
             masks[component] = stack.enter_context(mask)
         yield masks
 
@@ -140,7 +147,8 @@ def _refinement_round(run: RunDir, config: SweepConfig, known: set[float], quant
     return new, [lv for lv in new if not run.has_level(lv)]
 
 
-def run_sweep(pipe, config: SweepConfig, out, progress: bool = True, processes: Processes | None = None) -> RunDir:
+def run_sweep(pipe, config: SweepConfig, out, progress: bool = True, processes: Processes | None = None,
+              store: str = "auto") -> RunDir:
     """Run (or resume) a progressive sweep and write its run directory.
 
     Args:
@@ -150,6 +158,9 @@ def run_sweep(pipe, config: SweepConfig, out, progress: bool = True, processes: 
         progress (bool): show a progress bar with ETA (on the main process). Default: True.
         processes (Processes | None): the processes sharing the work; ``None``: those the launcher started
             (:func:`sdprobe.distributed.current`: one process without a launcher). Default: ``None``.
+        store (str): where the masks keep originals: ``"auto"``, ``"memory"``, ``"cpu"`` or ``"disk"`` (see
+            :func:`sdprobe.prune.storage.resolve_store`). It changes memory and speed, never results, so it is not
+            part of the config. Default: ``"auto"``.
 
     Returns:
         RunDir: the finished run.
@@ -173,7 +184,7 @@ def run_sweep(pipe, config: SweepConfig, out, progress: bool = True, processes: 
     reference = _generate_all(pipe, config, prompts, seeds, procs) if distance else None
     quantities = [c for c, _ in higher.items() if c != "distance"]
 
-    with progressive_masks(pipe, config, calibration_prompts(config, prompts)) as masks:
+    with progressive_masks(pipe, config, calibration_prompts(config, prompts), store) as masks:
         todo = procs.on_main(lambda: [lv for lv in config.grid() if not run.has_level(lv)])
         bar = tqdm(total=len(config.grid()), initial=len(config.grid()) - len(todo), desc="sweep", unit="level",
                    disable=not (progress and procs.is_main))
