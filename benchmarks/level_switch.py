@@ -9,13 +9,17 @@ weights on the CPU (:func:`sdprobe.zoo.build_components`), this measures, per co
 * their ratio (the target is >= 50x);
 * the score computation time (magnitude scores, and the one-off sort when the mask is entered);
 * the restore time, and that the restore is bit-exact;
-* peak RSS of each phase, and the mask's held bytes, against the model's bytes;
+* the peak memory of the progressive phase (scores, sort, moves and restore) above the model, against the
+  model's bytes: process RSS on the CPU, allocated device memory on CUDA (target: model + mask <= 1.3x the model),
+  and the bytes the mask keeps and where (``--store``: ``auto`` keeps them off the model's memory, in a temporary
+  file on the CPU and in pinned host memory for CUDA; ``memory`` keeps them beside the weights);
 * how many entries the two ways prune differently at one level (``l1_unstructured`` rounds ``amount * n``
   where the mask floors it, so at most one entry per tensor).
 
 Usage:
     python benchmarks/level_switch.py            # full size: heavy (minutes, ~12 GB of RAM)
     python benchmarks/level_switch.py --tiny     # the same on tiny configs, in seconds
+    python benchmarks/level_switch.py --device cuda --dtype float16
 """
 
 from __future__ import annotations
@@ -33,11 +37,12 @@ import torch
 from torch.nn.utils import prune as torch_prune
 
 from sdprobe.architecture import select
-from sdprobe.prune import MagnitudeScorer, ProgressiveMask
+from sdprobe.prune import STORES, MagnitudeScorer, ProgressiveMask
 from sdprobe.zoo import build_components
 
 COMPONENTS = ("unet", "text_encoder")
 TARGET_RATIO = 50.0  # the speed-up the progressive mask should reach over reloading
+TARGET_MEMORY = 1.3  # model + mask at their peak, as a multiple of the model's own bytes
 
 
 def peak_rss_bytes() -> int:
@@ -57,11 +62,56 @@ def reset_peak_rss() -> bool:
         return False
 
 
+class Clock:
+    """Wall-clock timing that waits for queued CUDA work."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+
+    def __call__(self) -> float:
+        if self.cuda:
+            torch.cuda.synchronize()
+        return time.perf_counter()
+
+
+class PeakMemory:
+    """Peak memory above a baseline: allocated CUDA memory on a GPU, process RSS on the CPU."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self.what = "allocated CUDA memory" if self.cuda else "process RSS"
+
+    def now(self) -> int:
+        return torch.cuda.memory_allocated() if self.cuda else current_rss_bytes()
+
+    def start(self) -> None:
+        gc.collect()
+        if self.cuda:
+            torch.cuda.synchronize()
+            torch.cuda.reset_peak_memory_stats()
+        else:
+            reset_peak_rss()
+        self.base = self.now()
+
+    def extra(self) -> int:
+        if self.cuda:
+            torch.cuda.synchronize()
+            return torch.cuda.max_memory_allocated() - self.base
+        return peak_rss_bytes() - self.base
+
+
+def current_rss_bytes() -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) * 1024
+    return 0
+
+
 def weights_hash(module: torch.nn.Module) -> str:
     h = hashlib.sha256()
     for name, tensor in module.state_dict().items():
         h.update(name.encode())
-        h.update(tensor.detach().contiguous().view(torch.uint8).numpy().tobytes())
+        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
     return h.hexdigest()
 
 
@@ -75,8 +125,10 @@ def gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.2f} MiB"
 
 
-def bench_component(pipe, component: str, runs: list[list[float]], naive_per_run: int, max_sparsity: float) -> dict:
+def bench_component(pipe, component: str, runs: list[list[float]], naive_per_run: int, max_sparsity: float,
+                    store: str, device: torch.device) -> dict:
     module = getattr(pipe, component)
+    clock, memory = Clock(device), PeakMemory(device)
     refs = select(pipe, component)  # Linear weights, as in the SD2 study
     model_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
     scope = sum(r.numel for r in refs)
@@ -85,33 +137,34 @@ def bench_component(pipe, component: str, runs: list[list[float]], naive_per_run
            "tensors": len(refs), "model_bytes": model_bytes}
 
     # --- progressive -----------------------------------------------------------------------------------
-    gc.collect()
-    reset_peak_rss()
-    t0 = time.perf_counter()
-    scores = MagnitudeScorer().scores(refs)
-    out["score_s"] = time.perf_counter() - t0
-    mask = ProgressiveMask(refs, scores, max_sparsity=max_sparsity)
-    t0 = time.perf_counter()
+    memory.start()
+    t0 = clock()
+    scores = MagnitudeScorer().lazy_scores(refs)  # computed one tensor at a time as the mask sorts them
+    mask = ProgressiveMask(refs, scores, max_sparsity=max_sparsity, store=store)  # checks every tensor's scores
+    out["score_s"] = clock() - t0
+    t0 = clock()
     mask.__enter__()
-    out["sort_s"] = time.perf_counter() - t0
+    out["sort_s"] = clock() - t0
+    out["store"] = str(mask.store or "memory")
     del scores
     moves, compare_level, zeros = [], runs[-1][naive_per_run], {}
     try:
         for levels in runs:
             mask.set_sparsity(levels[0])  # reposition to the run's first level (not a sweep step; not timed)
             for level in levels[1:]:
-                t0 = time.perf_counter()
+                t0 = clock()
                 mask.set_sparsity(level)
-                moves.append(time.perf_counter() - t0)
+                moves.append(clock() - t0)
         mask.set_sparsity(compare_level)
-        zeros = {r.qualified_name: r.weight == 0 for r in refs}
-        out["held_bytes"] = mask.memory_bytes()
+        zeros = {r.qualified_name: (r.weight == 0).cpu() for r in refs}
+        out["held_bytes"], out["stored_bytes"] = mask.memory_bytes(), mask.stored_bytes()
     finally:
-        t0 = time.perf_counter()
+        t0 = clock()
         mask.__exit__(None, None, None)
-        out["restore_s"] = time.perf_counter() - t0
+        out["restore_s"] = clock() - t0
+    out["progressive_extra"] = memory.extra()
+    out["memory_what"] = memory.what
     out["restored_exactly"] = weights_hash(module) == dense
-    out["progressive_peak_rss"] = peak_rss_bytes()
     out["progressive_move_s"] = moves
 
     # --- naive: reload the saved state dict and re-prune every Linear at each level ----------------------
@@ -119,27 +172,28 @@ def bench_component(pipe, component: str, runs: list[list[float]], naive_per_run
     naive = []
     for levels in runs:
         for level in levels[1:naive_per_run + 1]:
-            t0 = time.perf_counter()
+            t0 = clock()
             module.load_state_dict(saved)
             for r in refs:
                 torch_prune.l1_unstructured(r.module, "weight", amount=level)
                 torch_prune.remove(r.module, "weight")
-            naive.append(time.perf_counter() - t0)
+            naive.append(clock() - t0)
             if level == compare_level:
-                out["differing_entries"] = sum(int(((r.weight == 0) != zeros[r.qualified_name]).sum()) for r in refs)
+                out["differing_entries"] = sum(int(((r.weight == 0).cpu() != zeros[r.qualified_name]).sum())
+                                               for r in refs)
     module.load_state_dict(saved)
     del saved, zeros
     gc.collect()
     out["naive_level_s"] = naive
-    out["naive_peak_rss"] = peak_rss_bytes()
     return out
 
 
-def report(results: list[dict], rss_resettable: bool) -> list[str]:
+def report(results: list[dict]) -> list[str]:
     lines = []
     for r in results:
         move, naive = statistics.mean(r["progressive_move_s"]), statistics.mean(r["naive_level_s"])
         r["ratio"] = naive / move
+        r["memory_ratio"] = (r["model_bytes"] + max(r["progressive_extra"], 0)) / r["model_bytes"]
         lines += [
             f"== {r['component']}: {r['params'] / 1e6:.1f}M parameters, {r['scope'] / 1e6:.1f}M in {r['tensors']} "
             f"Linear weights ({gib(r['model_bytes'])} of weights)",
@@ -150,11 +204,10 @@ def report(results: list[dict], rss_resettable: bool) -> list[str]:
             f"  next level, naive reload  {naive * 1e3:.1f} ms (mean of {len(r['naive_level_s'])} levels)",
             f"  ratio                     {r['ratio']:.0f}x (target >= {TARGET_RATIO:.0f}x)",
             f"  restore on exit           {r['restore_s']:.3f} s, bit-exact: {r['restored_exactly']}",
-            f"  held by the mask          {gib(r['held_bytes'])} = {r['held_bytes'] / r['model_bytes']:.2f}x the "
-            f"component's weights",
-            f"  peak RSS, progressive     {gib(r['progressive_peak_rss'])}"
-            + ("" if rss_resettable else " (process peak so far)"),
-            f"  peak RSS, naive           {gib(r['naive_peak_rss'])} (holds a saved state dict)",
+            f"  kept by the mask          {gib(r['stored_bytes'])} in {r['store']} "
+            f"({gib(r['held_bytes'])} in memory = {r['held_bytes'] / r['model_bytes']:.2f}x the component's weights)",
+            f"  peak memory, progressive  {gib(r['progressive_extra'])} of {r['memory_what']} above the model: "
+            f"model + mask = {r['memory_ratio']:.2f}x the model (target <= {TARGET_MEMORY}x)",
             f"  entries pruned differently from l1_unstructured at the compared level: "
             f"{r.get('differing_entries', 'n/a')} (rounding: at most one per tensor, {r['tensors']} tensors)",
         ]
@@ -177,22 +230,33 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--max-sparsity", type=float, default=0.95, help="the mask's max_sparsity")
     parser.add_argument("--components", nargs="+", default=list(COMPONENTS), choices=COMPONENTS)
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
+    parser.add_argument("--store", default="auto", choices=STORES, help="where the mask keeps originals "
+                        "(default: %(default)s: a temporary file on the CPU, pinned host memory for CUDA)")
+    parser.add_argument("--device", default="cpu", help="torch device of the model (default: %(default)s)")
+    parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
+                        help="the model's dtype (default: %(default)s)")
     args = parser.parse_args(argv)
     if args.threads:
         torch.set_num_threads(args.threads)
     size = "tiny" if args.tiny else "full"
     runs = sweep_levels(args.centres, args.step, args.per_side)
     t0 = time.perf_counter()
+    device, dtype = torch.device(args.device), getattr(torch, args.dtype)
     parts = build_components("sd2", size, seed=0)
-    pipe = SimpleNamespace(**{c: parts[c] for c in args.components})
+    pipe = SimpleNamespace(**{c: parts[c].to(device=device, dtype=dtype) for c in args.components})
     del parts
     gc.collect()
+    name = torch.cuda.get_device_name(device) if device.type == "cuda" else "CPU"
     print(f"built SD2 ({size}) {', '.join(args.components)} with random weights in {time.perf_counter() - t0:.1f} s; "
-          f"torch {torch.__version__}, {torch.get_num_threads()} threads; levels {runs}")
-    rss_resettable = reset_peak_rss()
-    print(f"RSS with the model built: {gib(peak_rss_bytes())}")
-    results = [bench_component(pipe, c, runs, args.naive_per_centre, args.max_sparsity) for c in args.components]
-    for line in report(results, rss_resettable):
+          f"{name}, {args.dtype}, torch {torch.__version__}, {torch.get_num_threads()} threads; levels {runs}")
+    if device.type == "cpu" and not reset_peak_rss():
+        print("ERROR: this system does not let a process reset its peak RSS; memory cannot be measured per phase",
+              file=sys.stderr)
+        return 1
+    print(f"RSS with the model built: {gib(current_rss_bytes())}")
+    results = [bench_component(pipe, c, runs, args.naive_per_centre, args.max_sparsity, args.store, device)
+               for c in args.components]
+    for line in report(results):
         print(line)
     ok = all(r["restored_exactly"] for r in results)
     if not ok:

@@ -17,7 +17,7 @@ def test_level_switch_benchmark_tiny(capsys):
                        "--components", "text_encoder"])
     out = capsys.readouterr().out
     assert code == 0
-    assert "bit-exact: True" in out and "ratio" in out and "held by the mask" in out
+    assert "bit-exact: True" in out and "ratio" in out and "kept by the mask" in out and "model + mask = " in out
     differing, rest = out.split("at the compared level: ")[1].split(" (", 1)
     tensors = int(rest.split(" tensors")[0].split()[-1])
     assert 0 <= int(differing) <= tensors  # l1_unstructured rounds where the mask floors: one entry per tensor at most

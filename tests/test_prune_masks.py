@@ -348,3 +348,20 @@ def test_auto_store_and_unknown_stores(pipe):
     assert mask(refs, store="cpu").store == torch.device("cpu")
     with pytest.raises(ValueError, match="unknown store 'ssd'.*auto, memory, cpu, disk"):
         mask(refs, store="ssd")
+
+
+@pytest.mark.parametrize("group", ["matrix", "row"])
+def test_moves_in_small_chunks_equal_moves_in_one(pipe, group, monkeypatch):
+    import sdprobe.prune.state as state
+    refs = select(pipe, ["text_encoder", "unet"], include_conv=True)
+    before, path, whole = state_hash(pipe), [0.6, 0.15, 0.9, 0.3], []
+    with mask(refs, group) as m:
+        for s in path:
+            m.set_sparsity(s)
+            whole.append(snapshot(refs))
+    monkeypatch.setattr(state, "CHUNK_ENTRIES", 5)  # a few entries per step: many chunks per move
+    with mask(refs, group, store="disk") as m:
+        for s, expected in zip(path, whole):
+            m.set_sparsity(s)
+            assert all(torch.equal(v, expected[n]) for n, v in snapshot(refs).items())
+    assert state_hash(pipe) == before

@@ -23,6 +23,7 @@ from sdprobe.prune.storage import STORES
 from sdprobe.prune.wanda import InputNorms, WandaScorer
 
 __all__ = [
-    "Allocation", "Scorer", "LazyScores", "STORES", "METHODS", "GROUP_KINDS", "make_scorer", "mask_from_scorer", "prune", "ProgressiveMask",
+    "Allocation", "Scorer", "LazyScores", "STORES", "METHODS", "GROUP_KINDS", "make_scorer", "mask_from_scorer",
+    "prune", "ProgressiveMask",
     "MagnitudeScorer", "WandaScorer", "InputNorms", "RandomScorer", "OwlScorer", "OwlAllocation", "NMScorer",
 ]

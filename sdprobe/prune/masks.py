@@ -126,8 +126,7 @@ class ProgressiveMask:
                     self._undo(record)
                 for t in self._tensors or []:
                     n = t.high if self._broken else t.k
-                    if n:
-                        t.matrix().scatter_(1, t.cols(0, n), t.vals(0, n))
+                    t.unprune(0, n)
         finally:
             for r in self.refs:
                 _ACTIVE.pop(id(r.weight), None)
@@ -169,9 +168,9 @@ class ProgressiveMask:
             for t, k in zip(self._tensors, counts):
                 if k > t.k:
                     t.high = max(t.high, k)
-                    t.matrix().scatter_(1, t.cols(t.k, k), 0.0)
+                    t.prune(t.k, k)
                 elif k < t.k:
-                    t.matrix().scatter_(1, t.cols(k, t.k), t.vals(k, t.k))
+                    t.unprune(k, t.k)
                 t.k = k
         except BaseException:
             self._broken = True

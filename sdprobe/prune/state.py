@@ -11,6 +11,7 @@ from sdprobe.prune.layout import Group, index_dtype
 from sdprobe.prune.storage import MemorySlab, OffloadFile
 
 _EMPTY = MemorySlab(torch.empty(0, 1))
+CHUNK_ENTRIES = 1 << 20  # entries moved per step, so a large move's temporaries stay a few MiB
 
 
 @dataclass(eq=False)
@@ -53,6 +54,20 @@ class TensorState:
     def vals(self, start: int, stop: int) -> torch.Tensor:
         """Original values at positions ``start:stop`` of every group, ``(groups, n)`` on the weight's device."""
         return self.values.rows(start, stop).to(device=self.ref.weight.device, non_blocking=True).t()
+
+    def _chunks(self, start: int, stop: int):
+        rows = max(1, CHUNK_ENTRIES // self.groups)
+        return ((a, min(a + rows, stop)) for a in range(start, stop, rows))
+
+    def prune(self, start: int, stop: int) -> None:
+        """Zero sorted positions ``start:stop`` of every group."""
+        for a, b in self._chunks(start, stop):
+            self.matrix().scatter_(1, self.cols(a, b), 0.0)
+
+    def unprune(self, start: int, stop: int) -> None:
+        """Write back the original values of sorted positions ``start:stop`` of every group."""
+        for a, b in self._chunks(start, stop):
+            self.matrix().scatter_(1, self.cols(a, b), self.vals(a, b))
 
     def flat_indices(self, start: int, stop: int) -> torch.Tensor:
         """Flat indices into the weight of sorted positions ``start:stop`` of every group, (groups * n,)."""

@@ -17,7 +17,8 @@ Definition (all quantities oriented so that higher is better; ``higher_is_better
   from ``band`` below the plateau to ``band`` above the post level (shares of ``drop``) within ``max_width`` of
   sparsity, measured between evaluated levels: from ``s_hold``, the last level still near the plateau, to
   ``s_fail``, the first already near the post level. That is an upper bound on the true width;
-  :func:`~sdprobe.thresholds.refine.next_levels` tightens it where the kind depends on it. Otherwise it is **gradual**; a curve that does not decline is **none**.
+  :func:`~sdprobe.thresholds.refine.next_levels` tightens it where the kind depends on it. Otherwise it is
+  **gradual**; a curve that does not decline is **none**.
 * Sudden: ``threshold`` is the first sparsity at which the metric is below the midpoint of plateau and post
   (linearly interpolated). Gradual: the first sparsity at which it has lost ``min_drop`` of ``range`` (the bar).
   When noise makes the curve cross its bar more than once, the crossing nearest the fitted step is used, so a
@@ -261,6 +262,7 @@ def detect(data: pd.DataFrame | tuple[Sequence[float], Sequence[float]], x: str 
         s_lo=s_lo, s_hi=s_hi, drop=float(a["drop"]) if has_step else math.nan,
         relative_drop=float(a["drop"] / span) if has_step and span > 0 else math.nan,
         plateau=units(a["plateau"]), post=units(a["post"]), dense=units(a["dense"]), floor=units(a["floor"]),
-        width=float(a["width"]), s_hold=float(a["hold_x"]), s_fail=float(a["fail_x"]), z=z, ci_low=ci_low, ci_high=ci_high, ci=float(ci), n_boot=n_valid,
+        width=float(a["width"]), s_hold=float(a["hold_x"]), s_fail=float(a["fail_x"]), z=z, ci_low=ci_low,
+        ci_high=ci_high, ci=float(ci), n_boot=n_valid,
         n_levels=len(levels), n_seeds=data_.n_seeds,
     )
