@@ -35,7 +35,7 @@ if [ -n "${QUICK:-}" ]; then
 else
   step tests 90 "$py" -m pytest -q -p no:cacheprovider tests/test_cuda.py
   step level_switch 150 "$py" benchmarks/level_switch.py --device "$device" --dtype float16
-  step threshold_search 200 "$py" benchmarks/threshold_search.py --model builtin:tiny-shapes --n-prompts 64 \
+  step threshold_search 180 "$py" benchmarks/threshold_search.py --model builtin:tiny-shapes --n-prompts 64 \
     --steps 10 --device "$device" --out "${TMPDIR:-/tmp}/sdprobe-threshold-search"
   step harness_overhead 90 "$py" benchmarks/harness_overhead.py --device "$device" --repeats 9
 fi

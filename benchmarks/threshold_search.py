@@ -119,7 +119,7 @@ def main(argv: list[str] | None = None) -> int:
           f"{args.steps} steps")
     for name in runs:
         print(f"{name:8s} {levels[name]:4d} levels  {images[name]:6d} images  {seconds[name]:8.1f} s"
-              f"{'  (resumed: time covers only the rest)' if args.out else ''}")
+              f"{'  (a resumed run: time covers only the rest)' if args.out else ''}")
     ratio = images["grid"] / images["refined"]
     print(f"generations grid / refined: {ratio:.1f}x  (target >= {TARGET_RATIO:g}x: "
           f"{'met' if ratio >= TARGET_RATIO else 'NOT met'})")
