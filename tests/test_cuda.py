@@ -79,7 +79,10 @@ def test_cuda_generation_is_seeded_per_image():
     prompts = ["a red circle", "a blue square", "a circle"]
     a = generate(pipe, prompts, [1, 2, 3], GenerationConfig(steps=2, batch_size=2))
     b = generate(pipe, ["a blue square", "a circle"], [2, 3], GenerationConfig(steps=2, batch_size=1))
-    assert abs(a[1:] - b).max() <= 1e-3  # each image's noise comes from its own seed, whatever the batch
+    other = generate(pipe, ["a blue square", "a circle"], [4, 5], GenerationConfig(steps=2, batch_size=1))
+    # each image's noise comes from its own seed, whatever the batch; kernels chosen per batch shape move values
+    # by less than one 8-bit level, another seed by far more
+    assert abs(a[1:] - b).max() < 1 / 255 < abs(other - b).max()
 
 
 def test_nm_layout_is_accepted_by_semi_structured_sparse_kernels():

@@ -38,7 +38,7 @@ from sdprobe.architecture import WeightRef, component_module, describe
 from sdprobe.prune.base import Allocation, check_scores
 from sdprobe.prune.layout import Group, count, global_counts, parse_group, sortable_keys
 from sdprobe.prune.state import TensorState
-from sdprobe.prune.storage import OffloadFile, resolve_store
+from sdprobe.prune.storage import OffloadFile, resolve_store, sort_device
 
 log = logging.getLogger(__name__)
 LAYER_COLUMNS = ("qualified_name", "component", "region", "block", "role", "numel", "sparsity")  # layer_table()
@@ -363,7 +363,9 @@ class ProgressiveMask:
     def _build(self, scores: Mapping[str, torch.Tensor]) -> list[TensorState]:
         layouts = [TensorState.layout(r, self.group) for r in self.refs]
         if self.group.kind == "global":
-            keys = [self._held(sortable_keys(torch.sort(scores[t.name].reshape(-1)).values)) for t in layouts]
+            where = [sort_device(self.store, t.ref.weight.device) for t in layouts]
+            keys = [self._held(sortable_keys(torch.sort(scores[t.name].reshape(-1).to(w)).values))
+                    for t, w in zip(layouts, where)]
             kmax = global_counts(keys, count(self.max_sparsity, self.numel))
         else:
             kmax, keys = self._counts(self.max_sparsity), [None] * len(layouts)

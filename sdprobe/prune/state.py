@@ -8,7 +8,7 @@ import torch
 
 from sdprobe.architecture import WeightRef
 from sdprobe.prune.layout import Group, index_dtype
-from sdprobe.prune.storage import MemorySlab, OffloadFile
+from sdprobe.prune.storage import MemorySlab, OffloadFile, sort_device
 
 _EMPTY = MemorySlab(torch.empty(0, 1))
 CHUNK_ENTRIES = 1 << 20  # entries moved per step, so a large move's temporaries stay a few MiB
@@ -48,8 +48,8 @@ class TensorState:
 
     def cols(self, start: int, stop: int) -> torch.Tensor:
         """Positions ``start:stop`` of every group, ``(groups, n)`` long on the weight's device."""
-        return self.order.rows(start, stop).to(device=self.ref.weight.device, dtype=torch.long,
-                                               non_blocking=True).t()
+        rows = self.order.rows(start, stop).to(self.ref.weight.device, non_blocking=True)  # narrow ints cross over
+        return rows.long().t()
 
     def vals(self, start: int, stop: int) -> torch.Tensor:
         """Original values at positions ``start:stop`` of every group, ``(groups, n)`` on the weight's device."""
@@ -100,8 +100,9 @@ class TensorState:
             offload (OffloadFile | None): the file of the ``"disk"`` store.
         """
         t = cls.layout(ref, group)
-        order = torch.argsort(scores.reshape(t.groups, t.length), dim=1, stable=True)[:, :kmax]  # (G, kmax)
-        values = t.matrix().gather(1, order)  # (G, kmax), in the weight's dtype
+        where = sort_device(store, ref.weight.device)  # sorting where the result is kept spares the device
+        order = torch.argsort(scores.reshape(t.groups, t.length).to(where), dim=1, stable=True)[:, :kmax]  # (G, kmax)
+        values = t.matrix().to(where).gather(1, order)  # (G, kmax), in the weight's dtype
         order = order.to(index_dtype(t.length))
         arrays = [order.t(), values.t()] + ([] if keys is None else [keys.reshape(1, -1).clone()])  # level-major
         del order, values

@@ -54,6 +54,14 @@ def resolve_store(store: str | torch.device | None, device: torch.device) -> tor
         raise ValueError(f"unknown store {store!r}; valid: {', '.join(STORES)} or a torch device") from None
 
 
+def sort_device(store: torch.device | str | None, device: torch.device) -> torch.device:
+    """Where a mask sorts a tensor's scores: where it keeps the result (the host for ``"disk"``), so that a store
+    off the weights' device also keeps the sort's temporaries (tens of bytes per entry) off it."""
+    if store is None:
+        return torch.device(device)
+    return torch.device("cpu") if store == "disk" else torch.device(store)
+
+
 class MemorySlab:
     """A ``(rows, G)`` array held as a tensor."""
 
