@@ -365,3 +365,17 @@ def test_moves_in_small_chunks_equal_moves_in_one(pipe, group, monkeypatch):
             m.set_sparsity(s)
             assert all(torch.equal(v, expected[n]) for n, v in snapshot(refs).items())
     assert state_hash(pipe) == before
+
+
+@pytest.mark.parametrize("store", STORES)
+def test_restoring_overrides_in_row_groups_give_back_the_originals(pipe, store):
+    refs = select(pipe, "text_encoder.mlp")
+    original = snapshot(refs)
+    with mask(refs, "row", store=store) as m:
+        m.set_sparsity(0.3)
+        at_lower = snapshot(refs)
+        m.set_sparsity(0.6)
+        with m.override(restore=m.candidates(0.3, 0.6)):  # entries of many rows come back from the store
+            assert all(torch.equal(v, at_lower[n]) for n, v in snapshot(refs).items())
+        with m.override(restore={r.qualified_name: m.pruned_indices(r.qualified_name, 0.6) for r in refs}):
+            assert all(torch.equal(v, original[n]) for n, v in snapshot(refs).items())
