@@ -252,7 +252,8 @@ CRITICAL = [
         STEPS = 10  # denoising steps per image
         START, STOP, STEP = 0.0, 0.9, 0.1  # the sweep's uniform grid
         REFINE = 0.025  # bisect sudden collapses down to this resolution
-        PREFERRED = ("color", "shape", "position", "size")  # isolate the first of these that collapses suddenly
+        PREFERRED = ("position", "shape", "color", "size")  # isolate the first that collapses suddenly; at this scale
+        # position isolates within the test budget, while shape and color need more tests than it allows
         N_CONTROLS = 20  # random control sets (20 is the fewest that can give p < 0.05)
         MAX_EVALUATIONS = 150  # test budget of the search
         N_SHOW = 6  # prompts shown in the image comparison
