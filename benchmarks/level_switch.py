@@ -48,12 +48,21 @@ TARGET_RATIO = 50.0  # the speed-up the progressive mask should reach over reloa
 TARGET_MEMORY = 1.3  # model + mask at their peak, as a multiple of the model's own bytes
 
 
-def peak_rss_bytes() -> int:
-    """Peak resident set size of this process since the last :func:`reset_peak_rss` (Linux)."""
+def status_bytes(field: str) -> int:
+    """A memory field of this process's ``/proc/self/status`` in bytes (Linux), e.g. ``VmRSS``; 0 where absent."""
     for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmHWM:"):
+        if line.startswith(f"{field}:"):
             return int(line.split()[1]) * 1024
     return 0
+
+
+def peak_rss_bytes() -> int:
+    """Peak resident set size of this process since the last :func:`reset_peak_rss`."""
+    return status_bytes("VmHWM")
+
+
+def current_rss_bytes() -> int:
+    return status_bytes("VmRSS")
 
 
 def reset_peak_rss() -> bool:
@@ -117,12 +126,6 @@ def release_freed_memory() -> None:
     except (OSError, AttributeError):
         pass
 
-
-def current_rss_bytes() -> int:
-    for line in Path("/proc/self/status").read_text().splitlines():
-        if line.startswith("VmRSS:"):
-            return int(line.split()[1]) * 1024
-    return 0
 
 
 def weights_hash(module: torch.nn.Module) -> str:

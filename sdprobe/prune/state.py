@@ -8,7 +8,7 @@ import torch
 
 from sdprobe.architecture import WeightRef
 from sdprobe.prune.layout import Group, index_dtype
-from sdprobe.prune.storage import MemorySlab, OffloadFile, sort_device
+from sdprobe.prune.storage import MemorySlab, OffloadFile, Slab, sort_device
 
 _EMPTY = MemorySlab(torch.empty(0, 1))
 CHUNK_ENTRIES = 1 << 20  # entries moved per step, so a large move's temporaries stay a few MiB
@@ -25,9 +25,9 @@ class TensorState:
     ref: WeightRef
     groups: int
     length: int
-    order: MemorySlab  # (kmax, groups) positions in each group, lowest score first (or a DiskSlab)
-    values: MemorySlab  # (kmax, groups) original values at those positions
-    keys: MemorySlab | None  # (1, kmax) sorted int32 score keys ("global" only)
+    order: Slab  # (kmax, groups) positions in each group, lowest score first
+    values: Slab  # (kmax, groups) original values at those positions
+    keys: Slab | None  # (1, kmax) sorted int32 score keys ("global" only)
     k: int = 0  # entries pruned per group now
     high: int = 0  # most entries per group pruned since entry
 

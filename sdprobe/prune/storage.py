@@ -104,8 +104,7 @@ class DiskSlab:
         """The whole array, memory-mapped copy-on-write: a binary search pages in only what it reads."""
         if self.nbytes == 0:
             return torch.empty(self.shape, dtype=self.dtype)
-        mapped = np.memmap(self.file.path_or_fd(), dtype=np.uint8, mode="c", offset=self.offset, shape=(self.nbytes,))
-        return torch.from_numpy(mapped).view(self.dtype).view(self.shape)
+        return torch.from_numpy(self.file.map(self.offset, self.nbytes)).view(self.dtype).view(self.shape)
 
 
 class OffloadFile:
@@ -125,10 +124,6 @@ class OffloadFile:
     def __exit__(self, *exc) -> bool:
         self.close()
         return False
-
-    @property
-    def nbytes(self) -> int:
-        return self._size
 
     def put(self, data: torch.Tensor) -> DiskSlab:
         """Append a 2-D tensor (moved to the host) and return a slab that reads it back."""
@@ -152,9 +147,12 @@ class OffloadFile:
             done += got
         return buf
 
-    def path_or_fd(self):
-        """What :class:`numpy.memmap` can open: the file object."""
-        return self._file
+    def map(self, offset: int, nbytes: int) -> np.ndarray:
+        """Bytes ``offset:offset + nbytes`` memory-mapped copy-on-write (uint8)."""
+        return np.memmap(self._file, dtype=np.uint8, mode="c", offset=offset, shape=(nbytes,))
 
     def close(self) -> None:
         self._file.close()
+
+
+Slab = MemorySlab | DiskSlab  # what a mask reads positions, values and keys from
