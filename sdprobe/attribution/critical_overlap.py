@@ -41,7 +41,7 @@ def overlap_with_run(run_dir: Path, pipe, head, meanings: Sequence[str], prompts
     Returns:
         tuple[pd.DataFrame, pd.DataFrame]: ``weights.csv`` rows and ``overlap.csv`` rows.
     """
-    from sdprobe.isolate.run import _candidates, open_session
+    from sdprobe.isolate.run import candidates_between, open_session
     from sdprobe.isolate.store import load_critical_set, load_summary
 
     tables, overlaps = [], []
@@ -49,7 +49,7 @@ def overlap_with_run(run_dir: Path, pipe, head, meanings: Sequence[str], prompts
         for j, meaning in enumerate(meanings):
             summary = load_summary(Path(run_dir), meaning)
             critical = load_critical_set(Path(run_dir), meaning)
-            cands, _ = _candidates(session, float(summary["s_lo"]), float(summary["s_hi"]))
+            cands, _ = candidates_between(session, float(summary["window"]["start"]), float(summary["window"]["stop"]))
             candidates = cands.to_dict(cands.all_ids())
             refs = [session.refs[n] for n in candidates]
             score = MeaningScore(Trajectory(session.pipe, trajectory), head, meaning)

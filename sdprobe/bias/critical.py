@@ -9,7 +9,7 @@ prompts that state the attribute keep their accuracy.
    the real distribution with the probe's classifier; stop once explicit accuracy drops below
    ``accuracy_floor``. The chosen set is the prefix that moved the bias most with explicit accuracy held.
 3. **Controls**: ``n_controls`` random sets with the same number of weights in each tensor
-   (:func:`sdprobe.isolate.controls.draw_controls`); the empirical p-value is the share of controls that move the
+   (:func:`sdprobe.evidence.draw_controls`); the empirical p-value is the share of controls that move the
    bias at least as far (+1 corrected).
 
 Papers: Taylor-expansion saliency, Molchanov et al. https://arxiv.org/abs/1611.06440; permutation p-values,
@@ -41,10 +41,11 @@ from sdprobe.bias.metrics import moved_fraction
 from sdprobe.bias.probes import BiasProbe
 from sdprobe.generate import GenerationConfig, generate
 from sdprobe.isolate.candidates import CandidateSet
-from sdprobe.isolate.controls import MIN_CONTROLS, beats_all, draw_controls, empirical_p_value
+from sdprobe.evidence import beats_all, draw_controls, empirical_p_value
 from sdprobe.prune import ProgressiveMask
 
 log = logging.getLogger(__name__)
+MIN_CONTROLS = 20  # with fewer, the smallest possible p-value (1/(1+n)) cannot reach 0.05
 
 
 @dataclass(frozen=True)

@@ -1,8 +1,10 @@
-"""``sdprobe isolate``: critical weight sets of a sweep run's sudden collapses, tested against random controls."""
+"""``sdprobe isolate``: critical weight sets of a sweep run's collapses, searched on the run's prompts and confirmed
+on fresh ones; ``--replicate FILE`` re-tests a saved set on new prompts and seeds."""
 
 from __future__ import annotations
 
 import argparse
+import math
 from pathlib import Path
 
 from sdprobe.cli.common import positive_int
@@ -21,56 +23,152 @@ def _levels(text: str) -> tuple[str, ...]:
     return levels
 
 
-def add_parser(sub) -> None:
-    from sdprobe.isolate.run import PRIORS
-    from sdprobe.world import MEANINGS
+def _window(text: str):
+    if text in ("transition", "bracket"):
+        return text
+    try:
+        a, b = (float(x) for x in text.split(","))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"window {text!r}: use transition, bracket, or two sweep levels START,STOP")
+    if not (math.isfinite(a) and math.isfinite(b) and 0 <= a < b < 1):
+        raise argparse.ArgumentTypeError(f"window {text!r}: need 0 <= START < STOP < 1")
+    return (a, b)
 
-    p = sub.add_parser("isolate", help="find the few weights whose removal breaks a meaning",
-                       description="For a meaning that collapses suddenly between two sweep levels, search the "
-                                   "weights pruned in between for a small set whose removal breaks the meaning and "
-                                   "whose restoration brings it back; compare it with random sets of the same size "
-                                   "and per-tensor layout. Writes RUN_DIR/critical/<meaning>/. Every evaluation is "
-                                   "logged, so the same command resumes an interrupted search.")
-    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a sweep run directory with thresholds.csv")
-    p.add_argument("--meaning", required=True, choices=(*MEANINGS, ALL),
-                   help="which meaning; 'all' = every meaning that collapses suddenly")
-    p.add_argument("--controls", type=positive_int, default=50,
-                   help="random control sets, at least 20 (default: %(default)s)")
-    p.add_argument("--bar", type=float, default=None,
-                   help="accuracy below which the meaning counts as broken (default: halfway between the accuracy "
-                        "just before and just after the collapse)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the control sets (default: %(default)s)")
+
+def _share(text: str) -> float:
+    try:
+        v = float(text)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
+    if not (math.isfinite(v) and 0 < v < 1):
+        raise argparse.ArgumentTypeError(f"{text!r} must lie strictly between 0 and 1")
+    return v
+
+
+def add_parser(sub) -> None:
+    from sdprobe.isolate.config import PRIORS
+
+    p = sub.add_parser(
+        "isolate", help="find the few weights whose removal breaks a meaning, and confirm them on fresh prompts",
+        description="For a meaning that collapses between two sweep levels, search the weights pruned in between "
+                    "(on the run's own prompts, the search split) for a small set whose removal breaks the meaning "
+                    "and whose restoration brings it back. Then confirm the set on fresh prompts and seeds (the "
+                    "confirmation split): necessity and sufficiency, each against random tensor-stratified and "
+                    "magnitude-matched control sets, Holm-corrected over every test of the run. Only confirmation "
+                    "numbers are headline numbers. Writes RUN_DIR/critical/<meaning>/ (set.json is the shareable "
+                    "set file). Every evaluation is logged, so the same command resumes.")
+    p.add_argument("run_dir", type=Path, metavar="RUN_DIR", nargs="?", help="a sweep run directory with thresholds.csv")
+    p.add_argument("--meaning", default=None, help="a meaning of the metric (color, shape, position, size), or "
+                                                   "'all' = every meaning that collapses suddenly")
+    p.add_argument("--replicate", type=Path, default=None, metavar="FILE",
+                   help="re-test a saved set file on new prompts and seeds (no RUN_DIR needed)")
+    p.add_argument("--model", default=None, help="with --replicate: the model to test (default: the set file's)")
+    p.add_argument("--window", type=_window, default="transition",
+                   help="candidates: 'transition' (s_hold..s_fail of the detected collapse), 'bracket' (s_lo..s_hi, "
+                        "the two levels around the threshold) or START,STOP sweep levels (default: transition)")
+    p.add_argument("--search", type=positive_int, default=None, metavar="N",
+                   help="search-split prompts: the run's first N (default: all of the run's prompts)")
+    p.add_argument("--confirm", type=positive_int, default=96, metavar="N",
+                   help="confirmation-split prompts, fresh prompts and seeds (default: %(default)s; see the README's "
+                        "power calculation)")
+    p.add_argument("--confirm-prompts", type=Path, default=None, metavar="FILE",
+                   help="one prompt per line to draw the confirmation split from (default: the organism's grammar)")
+    p.add_argument("--controls", type=positive_int, default=200,
+                   help="the most random control sets per direction (default: %(default)s)")
+    p.add_argument("--matched", type=int, default=50,
+                   help="the most magnitude-matched control sets per direction, 0 for none (default: %(default)s)")
+    p.add_argument("--alpha", type=_share, default=0.05, help="family-wise error rate (default: %(default)s)")
+    p.add_argument("--power", type=_share, default=0.8, help="required power for --effect (default: %(default)s)")
+    p.add_argument("--effect", type=_share, default=0.10,
+                   help="the effect that matters, a share of images (default: %(default)s)")
+    p.add_argument("--bar", type=_share, default=None,
+                   help="search-split accuracy below which the meaning counts as broken (default: halfway between "
+                        "the accuracy at the window's two ends)")
+    p.add_argument("--seed", type=int, default=0, help="seed of the confirmation split and the controls (default: 0)")
     p.add_argument("--levels", type=_levels, default=("tensor", "row", "weight"),
                    help="search hierarchy, coarse to fine (default: tensor,row,weight)")
     p.add_argument("--prior", choices=PRIORS, default=None,
                    help="order of the search: the run's pruning score or |W| (default: score; |W| for random runs)")
-    p.add_argument("--max-prompts", type=positive_int, default=None,
-                   help="evaluate only the first N prompts of the run (default: all)")
     p.add_argument("--max-evaluations", type=positive_int, default=None,
                    help="stop a search after this many tests; rerun with more to resume (default: no limit)")
     p.add_argument("--device", default=None, help="torch device (default: the run's)")
     p.set_defaults(func=run)
 
 
-def run(args: argparse.Namespace) -> int:
-    from sdprobe.isolate import isolate, isolate_all
+def _read_prompts(path: Path | None) -> list[str] | None:
+    if path is None:
+        return None
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except UnicodeDecodeError:
+        raise ValueError(f"--confirm-prompts {path} is not UTF-8 text") from None
+    prompts = [line.strip() for line in lines if line.strip()]
+    if not prompts:
+        raise ValueError(f"--confirm-prompts {path} holds no prompts")
+    return prompts
 
-    kw = dict(bar=args.bar, n_controls=args.controls, seed=args.seed, levels=args.levels, prior=args.prior,
-              max_prompts=args.max_prompts, max_evaluations=args.max_evaluations, device=args.device)
-    overlaps = None
+
+def _direction_line(name: str, d: dict) -> str:
+    return (f"  {name:<11} effect {d['effect']:+.3f} [{d['ci_low']:+.3f}, {d['ci_high']:+.3f}] "
+            f"({d['effect_images']:+.0f} of {d['n_images']} images, {100 * d['fraction']:.0f}% of the collapse); "
+            f"p = {d['p_value']:.3g} raw, {d['p_adjusted']:.3g} Holm ({d['n_controls']} random controls, mean "
+            f"{d['control_mean']:+.3f}); matched p = {d['matched_p']:.3g} ({d['n_matched']})")
+
+
+def _replicate(args: argparse.Namespace) -> int:
+    from sdprobe.evidence import ConfirmConfig
+    from sdprobe.isolate import replicate
+
+    if args.run_dir is not None or args.meaning is not None:
+        raise ValueError("--replicate re-tests a set file; give no RUN_DIR and no --meaning with it")
+    seed = args.seed if args.seed else 1
+    result = replicate(args.replicate, args.model, n_confirm=args.confirm, seed=seed,
+                       confirm=ConfirmConfig(n_controls=args.controls, n_matched=args.matched, seed=seed),
+                       alpha=args.alpha, pool=_read_prompts(args.confirm_prompts), device=args.device or "cpu")
+    s = result.summary()
+    print(f"{s['meaning']}: {s['size']} weights on {s['model']}, {s['n_prompts']} new prompts and seeds: {s['verdict']}")
+    for d in ("necessity", "sufficiency"):
+        print(_direction_line(d, s[d]))
+    return 0
+
+
+def run(args: argparse.Namespace) -> int:
+    from sdprobe.evidence import ConfirmConfig
+    from sdprobe.isolate import IsolationConfig, isolate, isolate_all
+
+    if args.replicate is not None:
+        return _replicate(args)
+    if args.run_dir is None or args.meaning is None:
+        raise ValueError("give RUN_DIR and --meaning (or --replicate FILE)")
+    if args.model is not None:
+        raise ValueError("--model goes with --replicate; an isolation uses its run's model")
+    if args.matched < 0:
+        raise ValueError(f"--matched must be 0 or more, got {args.matched}")
+    config = IsolationConfig(
+        window=args.window, n_search=args.search, n_confirm=args.confirm,
+        confirm=ConfirmConfig(n_controls=args.controls, n_matched=args.matched, seed=args.seed), alpha=args.alpha,
+        power=args.power, effect=args.effect, bar=args.bar, levels=args.levels, prior=args.prior,
+        max_evaluations=args.max_evaluations, seed=args.seed)
+    pool = _read_prompts(args.confirm_prompts)
+    overlaps, skipped = None, {}
     if args.meaning == ALL:
-        report = isolate_all(args.run_dir, **kw)
-        sets, overlaps = report.sets, report.overlaps
-        for meaning, reason in report.skipped.items():
-            print(f"{meaning}: not isolated: {reason}")
+        report = isolate_all(args.run_dir, config=config, confirm_pool=pool, device=args.device)
+        sets, overlaps, skipped = report.sets, report.overlaps, report.skipped
     else:
-        sets = {args.meaning: isolate(args.run_dir, args.meaning, **kw)}
+        sets = {args.meaning: isolate(args.run_dir, args.meaning, config=config, confirm_pool=pool, device=args.device)}
+    for meaning, reason in skipped.items():
+        print(f"{meaning}: no replicable critical set (none found on the search split: {reason})")
     for meaning, cs in sets.items():
         s = cs.summary()
-        verdict = "beats all controls" if s["beats_all_controls"] else "does NOT beat all controls"
-        print(f"{meaning}: {s['size']} of {s['n_candidates']} candidate weights; effect {s['effect']:.3f} vs control "
-              f"mean {s['control_mean']:.3f} (p = {s['p_value']:.3g}, {verdict}); breaks={s['breaks']} "
-              f"restores={s['restores']}; {s['evaluations']} tests for {s['candidate_groups']} candidate groups")
+        w = s["window"]
+        print(f"{meaning}: {cs.verdict} - {s['size']} of {s['n_candidates']} weights in the {w['kind']} window "
+              f"{w['start']:g}..{w['stop']:g}; confirmation split, {s['confirmation']['n_prompts']} fresh prompts:")
+        for d in ("necessity", "sufficiency"):
+            print(_direction_line(d, s["confirmation"][d]))
+        srch = s["search"]
+        print(f"  search split ({srch['n_prompts']} prompts, diagnostics only): {srch['evaluations']} tests for "
+              f"{srch['candidate_groups']} candidate groups; minimal detectable effect {s['design']['mde']:.3f} "
+              f"({s['design']['mde_images']:.1f} images) at power {s['design']['target_power']}")
     if overlaps is not None and len(overlaps):
         print(overlaps.to_string(index=False, float_format=lambda v: f"{v:.3f}"))
-    return 0 if sets else 2
+    return 0

@@ -1,20 +1,22 @@
-"""Isolate the critical weight set of one meaning, prove it against random controls, and measure selectivity.
+"""Isolate the critical weight set of one meaning on a search split, then confirm it on fresh data.
 
-Everything here works on one callback, ``evaluate(S) -> {meaning: accuracy}``: the accuracies with ``mask(s_lo) ∪ S``
-pruned, for a subset ``S`` of the candidates (item ids of a :class:`CandidateSet`). ``S = ∅`` is the plateau
-just before the collapse (``s_lo``) and ``S = U`` is the floor just after it (``s_hi``). So
+Everything here works on two callbacks over subsets ``S`` of the candidates ``U`` (item ids of a
+:class:`CandidateSet`), both pruning ``base ∪ S`` where ``base`` is the start of the window (the meaning holds):
 
-    breaks(K)   = accuracy(K) < bar                  (removing K at s_lo breaks the meaning)
-    restores(K) = accuracy(U \\ K) >= bar             (restoring K at s_hi brings it back)
-    effect(S)   = accuracy(∅) - accuracy(S)           (the drop caused by removing S)
+* ``search(S) -> {meaning: accuracy}`` on the **search split** (the run's prompts, which chose the window);
+* ``confirm(S) -> {meaning: (N,) per-image correctness}`` on the **confirmation split** (prompts and seeds that
+  neither the sweep nor the search saw).
 
-The callback is normally a :class:`sdprobe.isolate.log.CachedEvaluator`, so every result is logged and a rerun
-resumes. The model-facing callback lives in :mod:`sdprobe.isolate.evaluator`.
+The search (:mod:`~sdprobe.isolate.search`) finds a small ``K`` with ``search(K)`` below the bar and
+``search(U \\ K)`` above it. The claim is then judged on the confirmation split only
+(:func:`sdprobe.evidence.confirm_set`): necessity (removing ``K`` at the window's start) and sufficiency (restoring
+``K`` at its end), each against 200 random tensor-stratified controls and 50 magnitude-matched ones. A set is
+called **critical** when both directions pass after Holm–Bonferroni correction over every test of the run
+(:func:`adjust`); otherwise the verdict is **no replicable critical set**, with the numbers.
 
 Example:
-    >>> cs = isolate_meaning(cands, cached, "color", n_controls=50)
-    >>> cs.summary()["p_value"], cs.summary()["size"]
-    (0.0196, 12)
+    >>> cs = isolate_meaning(cands, search, confirm, "color", IsolationConfig())
+    >>> cs.summary()["confirmation"]["necessity"]["effect"]
 """
 
 from __future__ import annotations
@@ -27,24 +29,27 @@ from typing import Callable, Sequence
 
 import numpy as np
 import torch
-from tqdm.auto import tqdm
 
+from sdprobe.evidence import DIRECTIONS, DirectionResult, Split, confirm_set, holm, minimal_detectable_effect
+from sdprobe.evidence.stats import power as power_of
 from sdprobe.isolate.candidates import CandidateSet, as_ids
-from sdprobe.isolate.controls import (
-    MIN_CONTROLS,
-    beats_all,
-    draw_controls,
-    empirical_p_value,
-)
-from sdprobe.isolate.search import (
-    DEFAULT_LEVELS,
-    NothingToIsolate,
-    SearchResult,
-    find_critical_set,
-)
+from sdprobe.isolate.config import IsolationConfig
+from sdprobe.isolate.search import NothingToIsolate, SearchResult, find_critical_set
 
 log = logging.getLogger(__name__)
-Evaluate = Callable[[np.ndarray], dict[str, float]]
+Search = Callable[[np.ndarray], dict[str, float]]
+Confirm = Callable[[np.ndarray], dict[str, np.ndarray]]
+CRITICAL, NOT_REPLICATED = "critical", "no replicable critical set"
+STATES = ("hold", "fail", "removed", "restored")  # base, base ∪ U, base ∪ K, base ∪ (U \ K)
+
+
+def verdict_of(confirmation: dict[str, dict], alpha: float) -> str:
+    """``critical`` when both directions have a positive confirmation effect and a Holm-adjusted p <= ``alpha``;
+    otherwise ``no replicable critical set``."""
+    def passes(c: dict | None) -> bool:
+        p = None if c is None else c.get("p_adjusted")
+        return c is not None and (c.get("effect") or 0) > 0 and p is not None and not math.isnan(p) and p <= alpha
+    return CRITICAL if all(passes(confirmation.get(d)) for d in DIRECTIONS) else NOT_REPLICATED
 
 
 def midpoint_bar(plateau: float, floor: float) -> float:
@@ -52,52 +57,66 @@ def midpoint_bar(plateau: float, floor: float) -> float:
     return (plateau + floor) / 2.0
 
 
+def design(n_confirm: int, tests: int, config: IsolationConfig) -> dict:
+    """The power calculation of a confirmation split of ``n_confirm`` prompts in a family of ``tests`` tests.
+
+    Returns:
+        dict: ``alpha_first`` (Holm's first-step level), ``power`` for ``config.effect``, ``mde`` (the effect found
+        with ``config.power``), ``mde_images``, ``p_floor`` (``1 / (n_controls + 1)``), ``tests``.
+    """
+    alpha = config.alpha / max(tests, 1)
+    mde = minimal_detectable_effect(n_confirm, alpha, config.power, config.discordance)
+    return {"tests": tests, "alpha": config.alpha, "alpha_first": alpha, "effect": config.effect,
+            "discordance": config.discordance, "n_confirm": n_confirm,
+            "power": power_of(config.effect, n_confirm, alpha, config.discordance), "target_power": config.power,
+            "mde": mde, "mde_images": mde * n_confirm, "p_floor": 1 / (config.confirm.n_controls + 1)}
+
+
 @dataclass
 class CriticalSet:
-    """A critical weight set with its evidence.
+    """A weight set found on the search split, with the confirmation evidence for (or against) it.
 
     Attributes:
-        meaning (str): the accuracy column it breaks, e.g. ``"color"``.
-        candidates (CandidateSet): the universe it was drawn from.
+        meaning (str): the accuracy column it is claimed to carry, e.g. ``"color"``.
+        candidates (CandidateSet): the window's weights, the pool of the search and of the controls.
         ids (np.ndarray): item ids of the set ``K``.
-        bar (float): accuracy below which the meaning counts as broken.
-        accuracy (dict[str, dict[str, float]]): per state (``lo`` = nothing removed, ``hi`` = all candidates
-            removed, ``removed`` = K removed at s_lo, ``restored`` = K restored at s_hi) the accuracy per meaning.
+        window (dict): ``kind`` and the sweep levels ``start``/``stop`` (``s_hold``/``s_fail`` for a transition).
+        bar (float): the search split's broken/intact bar.
+        search_accuracy (dict[str, dict[str, float]]): per state (``hold``, ``fail``, ``removed``, ``restored``),
+            the search split's accuracy per meaning. Diagnostics only.
         search (SearchResult): the search's counts and steps.
-        control_accuracy (list[dict[str, float]]): per control, the accuracy per meaning with it removed.
-        s_lo (float | None), s_hi (float | None): the sweep levels around the collapse, when known.
-        seed (int): seed of the controls.
+        confirm_accuracy (dict[str, dict[str, float]]): the same states on the confirmation split.
+        confirmation (dict[str, DirectionResult]): necessity and sufficiency on the confirmation split.
+        splits (dict[str, Split]): the search and confirmation prompts and seeds.
+        design (dict): the power calculation (see :func:`design`).
     """
 
     meaning: str
     candidates: CandidateSet
     ids: np.ndarray
+    window: dict
     bar: float
-    accuracy: dict[str, dict[str, float]]
+    search_accuracy: dict[str, dict[str, float]]
     search: SearchResult
-    control_accuracy: list[dict[str, float]] = field(default_factory=list)
-    s_lo: float | None = None
-    s_hi: float | None = None
-    seed: int = 0
+    confirm_accuracy: dict[str, dict[str, float]]
+    confirmation: dict[str, DirectionResult]
+    splits: dict[str, Split]
+    design: dict = field(default_factory=dict)
 
     @property
-    def effect(self) -> float:
-        return self.accuracy["lo"][self.meaning] - self.accuracy["removed"][self.meaning]
+    def alpha(self) -> float:
+        return float(self.design.get("alpha", 0.05))
 
     @property
-    def control_effects(self) -> list[float]:
-        lo = self.accuracy["lo"][self.meaning]
-        return [lo - acc[self.meaning] for acc in self.control_accuracy]
-
-    @property
-    def p_value(self) -> float:
-        return empirical_p_value(self.effect, self.control_effects)
+    def verdict(self) -> str:
+        """``critical`` when both directions have a positive effect and pass at ``alpha`` after Holm."""
+        return verdict_of({d: r.to_dict() for d, r in self.confirmation.items()}, self.alpha)
 
     @property
     def selectivity(self) -> dict[str, float]:
-        """Accuracy drop of every other meaning when ``K`` is removed (small = selective)."""
-        lo, removed = self.accuracy["lo"], self.accuracy["removed"]
-        return {m: lo[m] - removed[m] for m in lo if m != self.meaning and m in removed}
+        """Confirmation-split accuracy drop of every other meaning when ``K`` is removed (small = selective)."""
+        hold, removed = self.confirm_accuracy["hold"], self.confirm_accuracy["removed"]
+        return {m: hold[m] - removed[m] for m in hold if m != self.meaning and m in removed}
 
     def indices(self) -> dict[str, torch.Tensor]:
         """``{qualified name: LongTensor of flat indices}``, ready for ``mask.override(prune=...)``."""
@@ -110,104 +129,112 @@ class CriticalSet:
         return dict(sorted(Counter(f"{info[n]['component']}/{info[n].get('role', 'other')}" for n in names).items()))
 
     def summary(self) -> dict:
-        """The ``summary.json`` of the set (see the run-directory layout)."""
-        effects = self.control_effects
-        finite = [e for e in effects if not math.isnan(e)]
+        """The ``summary.json`` of the set: every number under the split it comes from."""
+        conf = {d: r.to_dict() for d, r in self.confirmation.items()}
         return {
             "meaning": self.meaning,
-            "s_lo": self.s_lo,
-            "s_hi": self.s_hi,
+            "verdict": self.verdict,
+            "window": self.window,
             "n_candidates": self.candidates.n,
             "size": len(self.ids),
-            "fraction_of_candidates": len(self.ids) / self.candidates.n,
-            "effect": self.effect,
-            "bar": self.bar,
-            "breaks": bool(self.accuracy["removed"][self.meaning] < self.bar),
-            "restores": bool(self.accuracy["restored"][self.meaning] >= self.bar),
-            "control_effects": effects,
-            "control_mean": float(np.mean(finite)) if finite else float("nan"),
-            "n_controls": len(effects),
-            "p_value": self.p_value,
-            "beats_all_controls": beats_all(self.effect, effects),
-            "evaluations": self.search.evaluations,
-            "candidate_groups": self.search.candidate_groups,
-            "groups_per_level": self.search.groups_per_level,
-            "search_steps": self.search.steps,
-            "selectivity": self.selectivity,
+            "fraction_of_candidates": len(self.ids) / self.candidates.n if self.candidates.n else float("nan"),
             "where": self.where(),
-            "accuracy": self.accuracy,
-            "seed": self.seed,
+            "design": self.design,
+            "confirmation": {"split": "confirmation", "n_prompts": len(self.splits["confirmation"]),
+                             "accuracy": self.confirm_accuracy, "selectivity": self.selectivity, **conf},
+            "search": {"split": "search", "n_prompts": len(self.splits["search"]), "bar": self.bar,
+                       "accuracy": self.search_accuracy, "evaluations": self.search.evaluations,
+                       "candidate_groups": self.search.candidate_groups,
+                       "groups_per_level": self.search.groups_per_level, "steps": self.search.steps},
         }
 
 
-def _accuracies(values: dict[str, float], meanings: Sequence[str]) -> dict[str, float]:
-    return {m: float(values[m]) for m in meanings if m in values}
+def _means(values: dict, meanings: Sequence[str]) -> dict[str, float]:
+    return {m: float(np.nanmean(values[m])) if np.isfinite(values[m]).any() else float("nan")
+            for m in meanings if m in values}
 
 
-def isolate_meaning(candidates: CandidateSet, evaluate: Evaluate, meaning: str, bar: float | None = None,
-                    n_controls: int = 50, seed: int = 0, levels: Sequence[str] = DEFAULT_LEVELS,
-                    meanings: Sequence[str] | None = None, max_evaluations: int | None = None,
-                    s_lo: float | None = None, s_hi: float | None = None, progress: bool = True) -> CriticalSet:
-    """Find the critical set of ``meaning`` among ``candidates`` and score it against random controls.
+def search_set(candidates: CandidateSet, search: Search, meaning: str, config: IsolationConfig,
+               meanings: Sequence[str], progress: bool = True) -> tuple[np.ndarray, float, dict, SearchResult]:
+    """Find ``K`` on the search split.
+
+    Returns:
+        tuple: ``(ids, bar, accuracy per state, SearchResult)``.
+
+    Raises:
+        NothingToIsolate: the meaning does not go from intact to broken across the window on the search split.
+    """
+    everything, nothing = candidates.all_ids(), np.zeros(0, dtype=np.int64)
+    hold_all = search(nothing)
+    if meaning not in hold_all:
+        raise ValueError(f"unknown meaning {meaning!r}; the evaluation measures: {', '.join(hold_all)}")
+    hold, fail = _means(hold_all, meanings), _means(search(everything), meanings)
+    bar = midpoint_bar(hold[meaning], fail[meaning]) if config.bar is None else config.bar
+    if not hold[meaning] >= bar > fail[meaning]:
+        raise NothingToIsolate(
+            f"on the search split, {meaning} accuracy goes from {hold[meaning]:.3f} (window start) to "
+            f"{fail[meaning]:.3f} (all {candidates.n} candidates removed); a bar of {bar:.3f} must lie in between")
+    log.info("searching %s among %d candidates: accuracy %.3f -> %.3f, bar %.3f (search split)", meaning,
+             candidates.n, hold[meaning], fail[meaning], bar)
+    result = find_critical_set(
+        candidates,
+        breaks=lambda s: search(s)[meaning] < bar,
+        restores=lambda s: search(np.setdiff1d(everything, s))[meaning] >= bar,
+        levels=config.levels, max_evaluations=config.max_evaluations, progress=progress,
+    )
+    ids = as_ids(result.ids)
+    accuracy = {"hold": hold, "fail": fail, "removed": _means(search(ids), meanings),
+                "restored": _means(search(np.setdiff1d(everything, ids)), meanings)}
+    return ids, bar, accuracy, result
+
+
+def isolate_meaning(candidates: CandidateSet, search: Search, confirm: Confirm, meaning: str,
+                    config: IsolationConfig, splits: dict[str, Split], window: dict, tests: int = 2,
+                    meanings: Sequence[str] | None = None, progress: bool = True) -> CriticalSet:
+    """Search a meaning's critical set on the search split and confirm it on the confirmation split.
 
     Args:
-        candidates (CandidateSet): the candidate weights with their prior.
-        evaluate (Callable[[np.ndarray], dict[str, float]]): accuracies with ``mask(s_lo) ∪ S`` pruned (see the
-            module docstring); should be cached and logged (:class:`~sdprobe.isolate.log.CachedEvaluator`).
+        candidates (CandidateSet): the window's weights with their prior.
+        search (Callable): ``S -> {meaning: accuracy}`` on the search split (cached and logged).
+        confirm (Callable): ``S -> {meaning: (N,) correctness}`` on the confirmation split (cached and logged).
         meaning (str): the accuracy key to break, e.g. ``"color"``.
-        bar (float | None): broken means accuracy below ``bar``. Default: None, the midpoint of the accuracy
-            with nothing and with all candidates removed (:func:`midpoint_bar`).
-        n_controls (int): random equal-size, equal-per-tensor controls (at least 20). Default: 50.
-        seed (int): seed of the controls. Default: 0.
-        levels (Sequence[str]): the search hierarchy. Default: ``("tensor", "row", "weight")``.
-        meanings (Sequence[str] | None): keys of ``evaluate``'s result to report (selectivity). Default: all.
-        max_evaluations (int | None): test budget of the search. Default: None (unbounded).
-        s_lo (float | None), s_hi (float | None): the sweep levels, recorded in the summary. Default: None.
+        config (IsolationConfig): sizes, controls, levels.
+        splits (dict[str, Split]): ``search`` and ``confirmation``; checked to be disjoint.
+        window (dict): recorded with the set.
+        tests (int): tests in the run's family (2 x meanings), for the design. Default: 2.
+        meanings (Sequence[str] | None): meanings to report (selectivity). Default: every key of the callbacks.
         progress (bool): progress bars. Default: True.
 
     Returns:
-        CriticalSet: the set, its accuracies, controls and counts. A set that does not beat its controls is
-        returned like any other; its p-value says so.
+        CriticalSet: with raw p-values; ``p_adjusted`` holds Holm over this set's two tests until :func:`adjust`
+        corrects the run's whole family.
 
     Raises:
-        ValueError: fewer than 20 controls, or ``meaning`` not among ``evaluate``'s keys.
-        NothingToIsolate: the meaning does not go from intact (∅) to broken (U) at this bar.
+        NothingToIsolate: the window holds no collapse of the meaning on the search split.
     """
-    if n_controls < MIN_CONTROLS:
-        raise ValueError(f"at least {MIN_CONTROLS} controls are needed for a p-value below 0.05, got {n_controls}")
-    everything, nothing = candidates.all_ids(), np.zeros(0, dtype=np.int64)
-    lo_all = evaluate(nothing)
-    if meaning not in lo_all:
-        raise ValueError(f"unknown meaning {meaning!r}; the evaluation measures: {', '.join(lo_all)}")
-    meanings = list(meanings or lo_all)
-    lo, hi = _accuracies(lo_all, meanings), _accuracies(evaluate(everything), meanings)
-    if bar is None:
-        bar = midpoint_bar(lo[meaning], hi[meaning])
-    if not lo[meaning] >= bar > hi[meaning]:
-        raise NothingToIsolate(
-            f"{meaning} accuracy goes from {lo[meaning]:.3f} (nothing removed) to {hi[meaning]:.3f} (all "
-            f"{candidates.n} candidates removed); a bar of {bar:.3f} must lie in between (floor < bar <= plateau)"
-        )
-    log.info("isolating %s among %d candidates: accuracy %.3f -> %.3f, bar %.3f", meaning, candidates.n,
-             lo[meaning], hi[meaning], bar)
-    result = find_critical_set(
-        candidates,
-        breaks=lambda s: evaluate(s)[meaning] < bar,
-        restores=lambda s: evaluate(np.setdiff1d(everything, s))[meaning] >= bar,
-        levels=levels, max_evaluations=max_evaluations, progress=progress,
-    )
-    ids = as_ids(result.ids)
-    accuracy = {"lo": lo, "hi": hi, "removed": _accuracies(evaluate(ids), meanings),
-                "restored": _accuracies(evaluate(np.setdiff1d(everything, ids)), meanings)}
-    controls = []
-    for subset in tqdm(draw_controls(candidates, ids, n_controls, seed), desc=f"controls ({meaning})", unit="control",
-                       disable=not progress):
-        controls.append(_accuracies(evaluate(subset), meanings))
-    cs = CriticalSet(meaning, candidates, ids, bar, accuracy, result, controls, s_lo, s_hi, seed)
-    log.info("%s: %d weights, effect %.3f vs controls mean %.3f, p = %.3g (%d tests for %d candidate groups)", meaning,
-             len(ids), cs.effect, float(np.nanmean(cs.control_effects)), cs.p_value, result.evaluations,
-             result.candidate_groups)
+    splits["search"].check_disjoint(splits["confirmation"])
+    meanings = list(meanings or search(np.zeros(0, dtype=np.int64)))
+    ids, bar, search_acc, result = search_set(candidates, search, meaning, config, meanings, progress)
+    everything = candidates.all_ids()
+
+    def score(s: np.ndarray) -> np.ndarray:
+        return np.asarray(confirm(s)[meaning], dtype=float)
+
+    confirmation = confirm_set(candidates, ids, score, config.confirm, label=meaning, progress=progress)
+    states = {"hold": np.zeros(0, dtype=np.int64), "fail": everything, "removed": ids,
+              "restored": np.setdiff1d(everything, ids)}
+    confirm_acc = {k: _means(confirm(s), meanings) for k, s in states.items()}
+    cs = CriticalSet(meaning, candidates, ids, window, bar, search_acc, result, confirm_acc, confirmation, splits,
+                     design(len(splits["confirmation"]), tests, config))
+    adjust([cs])
     return cs
+
+
+def adjust(sets: Sequence[CriticalSet]) -> None:
+    """Holm–Bonferroni over every (meaning x direction) test of ``sets``: fills each ``p_adjusted``."""
+    tests = [r for cs in sets for r in cs.confirmation.values()]
+    for r, p in zip(tests, holm([r.p_value for r in tests])):
+        r.p_adjusted = p
 
 
 def jaccard(a: dict[str, torch.Tensor], b: dict[str, torch.Tensor]) -> float:

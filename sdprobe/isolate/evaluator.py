@@ -1,9 +1,10 @@
-"""The model-facing evaluation of an isolation search: prune ``mask(s_lo) ∪ S``, generate, read with the oracle.
+"""The model-facing evaluation of an isolation: prune ``base ∪ S``, generate a split's images, read them with a
+meaning metric.
 
 Example:
-    >>> evaluate = MaskEvaluator(pipe, masks, {"text_encoder": 0.40}, cands, prompts, seeds, GenerationConfig())
-    >>> evaluate(np.array([0, 1, 2]))
-    {'color': 0.25, 'shape': 1.0, 'position': 1.0, 'size': 0.97, 'unreadable': 0.0}
+    >>> evaluate = MaskEvaluator(pipe, masks, {"text_encoder": 0.40}, cands, split, GenerationConfig(), OracleMetric())
+    >>> evaluate(np.array([0, 1, 2]))["color"]  # (N,) per-image correctness
+    array([1., 0., 1., ...])
 """
 
 from __future__ import annotations
@@ -14,38 +15,39 @@ from typing import Mapping, Sequence
 import numpy as np
 import torch
 
+from sdprobe.evidence import Split
 from sdprobe.generate import GenerationConfig, generate
 from sdprobe.isolate.candidates import CandidateSet
 from sdprobe.isolate.store import split_by_component
-from sdprobe.metrics import OracleMetric, aggregate
-from sdprobe.world import MEANINGS
 
 UNREADABLE = "unreadable"  # the oracle's column for images it cannot read; logged beside the accuracies
 
 
 class MaskEvaluator:
-    """Accuracies per meaning with ``mask(s_lo) ∪ S`` pruned, for subsets ``S`` of the candidates.
+    """Per-image scores of each meaning with ``base ∪ S`` pruned, for subsets ``S`` of the candidates.
 
     Args:
         pipe: the pipeline whose weights the masks hold.
         masks (Mapping[str, ProgressiveMask]): one entered mask per pruned component (see
             :func:`sdprobe.sweep.run.progressive_masks`).
-        base (Mapping[str, float]): component -> its sparsity at ``s_lo``; each mask is moved there if needed.
+        base (Mapping[str, float]): component -> its sparsity at the window's start; each mask is moved there.
         candidates (CandidateSet): the universe the item ids index.
-        prompts (Sequence[str]), seeds (Sequence[int]): the run's fixed prompts and generation seeds.
+        split (Split): the prompts and seeds generated at every call.
         generation (GenerationConfig): the run's sampler settings.
+        metric: a per-image meaning metric (``score(prompts, images) -> DataFrame``, e.g. ``OracleMetric``).
+        meanings (Sequence[str]): the metric columns to return.
 
-    Every call leaves the weights at the ``s_lo`` state: extra pruning happens inside ``mask.override``.
+    Every call leaves the weights at the base state: extra pruning happens inside ``mask.override``.
     """
 
     def __init__(self, pipe, masks: Mapping[str, object], base: Mapping[str, float], candidates: CandidateSet,
-                 prompts: Sequence[str], seeds: Sequence[int], generation: GenerationConfig):
+                 split: Split, generation: GenerationConfig, metric, meanings: Sequence[str]):
         missing = sorted(set(base) - set(masks))
         if missing:
             raise ValueError(f"no mask for component(s) {missing}; masks cover: {', '.join(masks)}")
         self.pipe, self.masks, self.base = pipe, dict(masks), dict(base)
-        self.candidates, self.prompts, self.seeds, self.generation = candidates, list(prompts), list(seeds), generation
-        self.metric = OracleMetric()
+        self.candidates, self.split, self.generation = candidates, split, generation
+        self.metric, self.meanings = metric, list(meanings)
 
     def _at_base(self) -> None:
         for component, sparsity in self.base.items():
@@ -53,12 +55,23 @@ class MaskEvaluator:
                 self.masks[component].set_sparsity(sparsity)
 
     @torch.no_grad()
-    def __call__(self, ids: np.ndarray) -> dict[str, float]:
+    def __call__(self, ids: np.ndarray) -> dict[str, np.ndarray]:
         self._at_base()
         subset = split_by_component(self.candidates.to_dict(ids))
         with contextlib.ExitStack() as stack:
             for component, prune in subset.items():
                 stack.enter_context(self.masks[component].override(prune=prune))
-            images = generate(self.pipe, self.prompts, self.seeds, self.generation)  # (N, H, W, 3)
-        means = aggregate(self.metric.score(self.prompts, images))
-        return {k: means[k] for k in (*MEANINGS, UNREADABLE)}
+            images = generate(self.pipe, list(self.split.prompts), list(self.split.seeds), self.generation)  # (N,H,W,3)
+        table = self.metric.score(list(self.split.prompts), images)
+        return {k: table[k].to_numpy(dtype=float) for k in self.meanings if k in table}
+
+
+def mean_scores(evaluate) -> "callable":
+    """Wrap a per-image evaluator into one that returns each meaning's NaN-mean (what a search compares)."""
+    def means(ids: np.ndarray) -> dict[str, float]:
+        out = {}
+        for k, v in evaluate(ids).items():
+            v = np.asarray(v, dtype=float)
+            out[k] = float(np.nanmean(v)) if np.isfinite(v).any() else float("nan")
+        return out
+    return means

@@ -38,12 +38,25 @@ def subset_key(ids: np.ndarray) -> str:
     return hashlib.sha256(as_ids(ids).astype("<i8").tobytes()).hexdigest()
 
 
-def _encode(values: dict[str, float]) -> dict[str, float | None]:
-    return {k: (None if v is None or (isinstance(v, float) and math.isnan(v)) else float(v)) for k, v in values.items()}
+def _encode_one(v):
+    if isinstance(v, (list, tuple, np.ndarray)):
+        return [_encode_one(x) for x in np.asarray(v, dtype=float).tolist()]
+    return None if v is None or math.isnan(float(v)) else float(v)
 
 
-def _decode(values: dict[str, float | None]) -> dict[str, float]:
-    return {k: (float("nan") if v is None else float(v)) for k, v in values.items()}
+def _decode_one(v):
+    if isinstance(v, list):
+        return np.array([np.nan if x is None else float(x) for x in v], dtype=float)
+    return float("nan") if v is None else float(v)
+
+
+def _encode(values: dict) -> dict:
+    """Scalars, or per-image vectors (lists), with NaN written as null."""
+    return {k: _encode_one(v) for k, v in values.items()}
+
+
+def _decode(values: dict) -> dict:
+    return {k: _decode_one(v) for k, v in values.items()}
 
 
 class EvaluationLog:
@@ -104,12 +117,12 @@ class EvaluationLog:
     def get(self, key: str) -> dict[str, float] | None:
         return self.results.get(key)
 
-    def add(self, key: str, n: int, values: dict[str, float]) -> None:
-        """Record one result (appended and fsynced before this returns)."""
-        values = {k: float(v) for k, v in values.items()}
+    def add(self, key: str, n: int, values: dict) -> None:
+        """Record one result: scalars or per-image vectors (appended and fsynced before this returns)."""
+        encoded = _encode(values)
         if self.path is not None:
-            self._append({"key": key, "n": int(n), "values": _encode(values)})
-        self.results[key] = values
+            self._append({"key": key, "n": int(n), "values": encoded})
+        self.results[key] = _decode(encoded)
 
 
 class CachedEvaluator:

@@ -1,14 +1,16 @@
-"""``sdprobe isolate`` as a library call: critical sets of a sweep run, written to ``RUN_DIR/critical/``.
+"""``sdprobe isolate`` as a library call: critical sets of a sweep run, searched on the run's prompts and
+confirmed on fresh ones, written to ``RUN_DIR/critical/``.
 
-The run directory supplies everything: the collapse bracket ``(s_lo, s_hi)`` of each meaning (``thresholds.csv``),
-the method, components and selectors (``config.json``, rebuilt with the same masks as the sweep), the fixed
-prompts and seeds (the results rows) and the generation settings. Each set keeps an evaluation log in its folder,
-so an interrupted command started again resumes without repeating an evaluation.
+The run directory supplies the collapse window of each meaning (``thresholds.csv``: ``s_hold``/``s_fail`` of the
+detected collapse, or ``s_lo``/``s_hi``), the method, components and selectors (``config.json``, rebuilt with the
+same masks as the sweep), the search split (the prompts and seeds the sweep, and so the window, was chosen on) and
+the generation settings. The confirmation split is drawn fresh: prompts and seeds the sweep never used. Every
+evaluation is logged, so an interrupted command started again resumes without repeating one.
 
 Example:
-    >>> sets = isolate_all("runs/te-magnitude")
-    >>> sets.sets["color"].summary()["p_value"]
-    0.0196
+    >>> report = isolate_all("runs/te-magnitude")
+    >>> report.sets["color"].verdict
+    'no replicable critical set'
 """
 
 from __future__ import annotations
@@ -27,30 +29,48 @@ import torch
 
 from sdprobe.architecture import describe
 from sdprobe.errors import RunError
+from sdprobe.evidence import Split, WeightSet, confirmation_split, min_controls, required_n
 from sdprobe.io import atomic_write_bytes, write_json
 from sdprobe.isolate.candidates import CandidateSet
-from sdprobe.isolate.critical import CriticalSet, isolate_meaning, jaccard
-from sdprobe.isolate.evaluator import MaskEvaluator
+from sdprobe.isolate.config import PRIORS, IsolationConfig
+from sdprobe.isolate.critical import CriticalSet, design, isolate_meaning, jaccard
+from sdprobe.isolate.evaluator import MaskEvaluator, mean_scores
 from sdprobe.isolate.log import CachedEvaluator, EvaluationLog
-from sdprobe.isolate.search import SearchBudgetExceeded, DEFAULT_LEVELS, NothingToIsolate
+from sdprobe.isolate.search import NothingToIsolate, SearchBudgetExceeded
 from sdprobe.isolate.store import (
-    EVALUATIONS,
+    CONFIRM_LOG,
     OVERLAPS,
+    SEARCH_LOG,
     WHERE,
+    adjust_family,
+    load_summary,
     set_folder,
     write_critical_set,
 )
 from sdprobe.runs import CRITICAL_DIR, RunDir
-from sdprobe.world import MEANINGS
 
 log = logging.getLogger(__name__)
-PRIORS = ("score", "magnitude")  # search priors: the run's pruning score, or |W|
-SKIPPED = "skipped.json"  # in critical/: meanings isolate_all could not isolate, and why
+SKIPPED = "skipped.json"  # in critical/: meanings with no set found on the search split, and why
+COLLAPSES = ("sudden", "gradual")  # kinds with a window to search
 
 
-def _meaning_error(meaning: str) -> None:
-    if meaning not in MEANINGS:
-        raise ValueError(f"unknown meaning {meaning!r}; valid: {', '.join(MEANINGS)}, all")
+class DesignError(RunError):
+    """The requested sizes cannot give the evidence asked for (too few confirmation prompts or controls)."""
+
+
+def default_metric():
+    """The organism's oracle, the default meaning metric of isolation."""
+    from sdprobe.metrics import OracleMetric
+
+    return OracleMetric()
+
+
+def metric_meanings(metric) -> list[str]:
+    """The meaning columns a metric reads (its ``meanings`` attribute)."""
+    meanings = list(getattr(metric, "meanings", ()))
+    if not meanings:
+        raise ValueError(f"metric {getattr(metric, 'name', metric)!r} declares no meanings; it cannot judge isolation")
+    return meanings
 
 
 def _thresholds(run: RunDir) -> pd.DataFrame:
@@ -60,68 +80,94 @@ def _thresholds(run: RunDir) -> pd.DataFrame:
     return table
 
 
-def sudden_meanings(run: RunDir) -> list[str]:
+def sudden_meanings(run: RunDir, meanings: Sequence[str] | None = None) -> list[str]:
     """The meanings that collapse suddenly in the run (``thresholds.csv`` kind ``sudden``)."""
+    meanings = list(meanings or metric_meanings(default_metric()))
     table = _thresholds(run)
-    rows = table[table["metric"].isin(MEANINGS) & (table["kind"] == "sudden")]
-    return [m for m in MEANINGS if m in set(rows["metric"])]
+    rows = table[table["metric"].isin(meanings) & (table["kind"] == "sudden")]
+    return [m for m in meanings if m in set(rows["metric"])]
 
 
-def collapse_bracket(run: RunDir, meaning: str) -> tuple[float, float]:
-    """``(s_lo, s_hi)`` of a meaning that collapses suddenly in the run.
+def resolve_window(run: RunDir, meaning: str, window: str | tuple[float, float] = "transition") -> dict:
+    """The sweep levels whose difference holds a meaning's candidates.
+
+    Args:
+        run (RunDir): a sweep run with thresholds.
+        meaning (str): a metric column of ``thresholds.csv``.
+        window (str | tuple[float, float]): ``"transition"`` (``s_hold``..``s_fail`` of the detected collapse),
+            ``"bracket"`` (``s_lo``..``s_hi``) or two levels. Default: ``"transition"``.
+
+    Returns:
+        dict: ``kind``, ``start``, ``stop`` (and the threshold row's ``collapse`` kind and ``threshold``).
 
     Raises:
-        ValueError: an unknown meaning. RunError: no thresholds.csv yet, or the meaning has no sudden collapse
-            (the message lists the meanings that have one).
+        RunError: no thresholds, no row for the meaning, or (for the first two kinds) no collapse of it.
     """
-    _meaning_error(meaning)
     table = _thresholds(run)
     row = table[table["metric"] == meaning]
     if row.empty:
         raise RunError(f"{run.path}/thresholds.csv has no row for {meaning!r}; rerun `sdprobe thresholds {run.path}`")
-    kind, s_lo, s_hi = row.iloc[0]["kind"], float(row.iloc[0]["s_lo"]), float(row.iloc[0]["s_hi"])
-    if kind != "sudden" or math.isnan(s_lo) or math.isnan(s_hi):
-        have = sudden_meanings(run)
-        raise RunError(f"{meaning} does not collapse suddenly in {run.path} (kind: {kind}); nothing to isolate. "
-                       f"Meanings with a sudden collapse: {', '.join(have) or 'none'}")
-    return s_lo, s_hi
+    r = row.iloc[0]
+    info = {"collapse": str(r["kind"]), "threshold": float(r["threshold"])}
+    if not isinstance(window, str):
+        return {"kind": "given", "start": float(window[0]), "stop": float(window[1]), **info}
+    keys = {"transition": ("s_hold", "s_fail"), "bracket": ("s_lo", "s_hi")}[window]
+    start, stop = (float(r[k]) if k in r else float("nan") for k in keys)
+    if r["kind"] not in COLLAPSES or math.isnan(start) or math.isnan(stop):
+        have = [m for m in table.loc[table["kind"].isin(COLLAPSES), "metric"]]
+        raise RunError(f"{meaning} does not collapse in {run.path} (kind: {r['kind']}); no {window} window to search. "
+                       f"Meanings with a collapse: {', '.join(have) or 'none'}; or give a window of two levels")
+    return {"kind": window, "start": start, "stop": stop, **info}
 
 
-def run_prompts(run: RunDir, max_prompts: int | None = None) -> tuple[list[str], list[int]]:
-    """The run's fixed prompts and seeds in image order (optionally only the first ``max_prompts``)."""
-    table = run.results()
-    rows = table.drop_duplicates("index").sort_values("index")
-    if max_prompts is not None:
-        if max_prompts <= 0:
-            raise ValueError(f"max_prompts must be positive, got {max_prompts}")
-        rows = rows.head(max_prompts)
-    return rows["prompt"].tolist(), [int(s) for s in rows["seed"]]
+def run_split(run: RunDir, n: int | None = None) -> Split:
+    """The run's prompts and seeds in image order (optionally only the first ``n``): the search split."""
+    rows = run.results().drop_duplicates("index").sort_values("index")
+    if n is not None:
+        if n <= 0:
+            raise ValueError(f"the search split needs at least one prompt, got {n}")
+        rows = rows.head(n)
+    return Split("search", tuple(rows["prompt"]), tuple(int(s) for s in rows["seed"]))
+
+
+def check_design(config: IsolationConfig, tests: int) -> dict:
+    """The power calculation; raise DesignError when the split or the controls cannot give the evidence asked."""
+    d = design(config.n_confirm, tests, config)
+    if d["power"] < config.power:
+        need = required_n(config.effect, d["alpha_first"], config.power, config.discordance)
+        raise DesignError(
+            f"a confirmation split of {config.n_confirm} prompts has power {d['power']:.2f} for a "
+            f"{config.effect:.2f} effect over {tests} tests at alpha {config.alpha}; use --confirm {need} or more "
+            f"(or a larger --effect, a lower --power)")
+    need = min_controls(config.alpha, tests)
+    if config.confirm.n_controls < need:
+        raise DesignError(f"{config.confirm.n_controls} controls cannot give p below alpha/{tests} = "
+                          f"{config.alpha / tests:.4g}; use --controls {need} or more")
+    return d
 
 
 @dataclass
 class Session:
-    """A loaded sweep run with its masks entered (see :func:`open_session`).
-
-    Attributes:
-        run (RunDir), config (SweepConfig), pipe: the run, its configuration and the loaded pipeline.
-        masks (dict[str, ProgressiveMask]): one entered mask per pruned component, as in the sweep.
-        prior (str): ``"score"`` (the run's pruning score) or ``"magnitude"`` (|W|).
-        prompts (list[str]), seeds (list[int]): the run's fixed prompts and seeds.
-        device (str): where the pipeline runs.
-        refs (dict[str, WeightRef]): qualified name -> weight, for every weight in scope.
-    """
+    """A loaded sweep run with its masks entered (see :func:`open_session`)."""
 
     run: RunDir
     config: object  # SweepConfig
     pipe: object
     masks: dict
     prior: str
-    prompts: list[str]
-    seeds: list[int]
+    search: Split
     device: str
     refs: dict = field(default_factory=dict)
     calibration: list[str] = field(default_factory=list)
-    _scores: dict[str, torch.Tensor] | None = None  # the run's pruning scores (CPU), computed on first use
+    _scores: dict[str, torch.Tensor] | None = None
+
+    @property
+    def prompts(self) -> list[str]:
+        return list(self.search.prompts)
+
+    @property
+    def seeds(self) -> list[int]:
+        return list(self.search.seeds)
 
     def scores(self) -> dict[str, torch.Tensor]:
         """The run's pruning scores of every weight in scope, computed once from the dense weights."""
@@ -139,62 +185,59 @@ class Session:
 
 
 @contextlib.contextmanager
-def open_session(run_dir: Path, pipe=None, prior: str | None = None, max_prompts: int | None = None,
+def masks_for(pipe, sweep_config) -> Iterator[dict]:
+    """The sweep's masks on ``pipe`` (calibration prompts as the sweep drew them); restored exactly on exit."""
+    from sdprobe.sweep.run import calibration_prompts, progressive_masks, sweep_prompts
+
+    calibration = calibration_prompts(sweep_config, sweep_prompts(sweep_config)[0])
+    with progressive_masks(pipe, sweep_config, calibration) as masks:
+        yield masks, calibration
+
+
+@contextlib.contextmanager
+def open_session(run_dir: Path, pipe=None, prior: str | None = None, n_search: int | None = None,
                  device: str | None = None) -> Iterator[Session]:
     """Load a sweep run's pipeline and masks; all weights are restored exactly on exit.
 
     Args:
         run_dir (Path): a finished (or resumable) sweep run with thresholds.
         pipe: an already loaded pipeline. Default: None, load ``config["model"]`` on ``device``.
-        prior (str | None): ``"score"`` (the run's pruning score) or ``"magnitude"`` (|W|). Default: None,
-            ``"magnitude"`` for the ``random`` method (its scores carry no information) else ``"score"``.
-        max_prompts (int | None): use only the first prompts of the run. Default: None (all).
+        prior (str | None): ``"score"`` or ``"magnitude"``. Default: None (|W| for ``random``, else the score).
+        n_search (int | None): search-split prompts, the run's first ones. Default: None (all).
         device (str | None): device for loading. Default: the run's.
 
     Yields:
         Session: with the masks at level 0.
-
-    Example:
-        >>> with open_session("runs/te-magnitude") as session:
-        ...     cands, base = candidates_between(session, 0.40, 0.45)
     """
     from sdprobe.models import load_pipeline
-    from sdprobe.sweep.run import calibration_prompts, load_config, progressive_masks, sweep_prompts
+    from sdprobe.sweep.run import load_config
 
     run = RunDir.open(Path(run_dir), kind="sweep")
     config = load_config(run)
     prior = prior or ("magnitude" if config.method == "random" else "score")
     if prior not in PRIORS:
         raise ValueError(f"unknown prior {prior!r}; valid: {', '.join(PRIORS)}")
-    prompts, seeds = run_prompts(run, max_prompts)
+    search = run_split(run, n_search)
     if pipe is None:
-        device = device or config.device
-        pipe = load_pipeline(config.model, device=device, dtype=getattr(torch, config.dtype))
-    calibration = calibration_prompts(config, sweep_prompts(config)[0])
-    with progressive_masks(pipe, config, calibration) as masks:
+        pipe = load_pipeline(config.model, device=device or config.device, dtype=getattr(torch, config.dtype))
+    with masks_for(pipe, config) as (masks, calibration):
         refs = {r.qualified_name: r for m in masks.values() for r in m.refs}
-        yield Session(run, config, pipe, masks, prior, prompts, seeds, str(pipe.device), refs, calibration)
+        yield Session(run, config, pipe, masks, prior, search, str(pipe.device), refs, calibration)
 
 
-def candidates_between(session: Session, s_lo: float, s_hi: float) -> tuple[CandidateSet, dict[str, float]]:
-    """The candidate weights of a collapse bracket, with the session's prior; leaves the masks at ``s_lo``.
-
-    Args:
-        session (Session): an open session.
-        s_lo (float), s_hi (float): sweep levels (each component's sparsity follows its plan's offset).
+def window_candidates(masks: dict, plans: dict, refs: dict, start: float, stop: float,
+                      scores: dict | None = None) -> tuple[CandidateSet, dict[str, float]]:
+    """The weights pruned at sweep level ``stop`` but not at ``start``; leaves the masks at ``start``.
 
     Returns:
-        tuple[CandidateSet, dict[str, float]]: the candidates (pruned at ``s_hi``, not at ``s_lo``) with their
-        original values, and each component's sparsity at ``s_lo``.
+        tuple[CandidateSet, dict[str, float]]: the candidates with their prior (``scores``, or |W|) and original
+        values, and each component's sparsity at ``start``.
     """
-    plans, masks = session.config.components, session.masks
-    scores = session.scores() if session.prior == "score" else None
-    base = {c: plans[c].sparsity(s_lo) for c in masks}
+    base = {c: plans[c].sparsity(start) for c in masks}
     cand: dict[str, torch.Tensor] = {}
     for c, mask in masks.items():
         mask.set_sparsity(base[c])  # candidates are unpruned here, so the weights hold their original values
-        cand.update({n: i.cpu() for n, i in mask.candidates(base[c], plans[c].sparsity(s_hi)).items()})
-    refs = session.refs
+        cand.update({n: i.cpu() for n, i in mask.candidates(base[c], plans[c].sparsity(stop)).items()})
     weights = {n: refs[n].weight.detach().cpu() for n in cand}
     prior = scores if scores is not None else {n: w.abs() for n, w in weights.items()}
     info = {n: {**describe(refs[n]), "module": refs[n].module_name} for n in cand}
@@ -203,79 +246,115 @@ def candidates_between(session: Session, s_lo: float, s_hi: float) -> tuple[Cand
     return cands, base
 
 
-_candidates = candidates_between  # alias; sdprobe.attribution.critical_overlap imports this name
+def candidates_between(session: Session, s_lo: float, s_hi: float) -> tuple[CandidateSet, dict[str, float]]:
+    """The candidate weights between two sweep levels with the session's prior; leaves the masks at ``s_lo``."""
+    scores = session.scores() if session.prior == "score" else None
+    return window_candidates(session.masks, session.config.components, session.refs, s_lo, s_hi, scores)
 
 
-def _fingerprint(session: Session, cands: CandidateSet, s_lo: float, s_hi: float) -> str:
-    what = {"candidates": cands.fingerprint(), "s_lo": s_lo, "s_hi": s_hi, "prompts": session.prompts,
-            "seeds": session.seeds, "config": session.run.config(), "device": session.device}
+def _fingerprint(session: Session, cands: CandidateSet, window: dict, split: Split) -> str:
+    what = {"candidates": cands.fingerprint(), "window": [window["start"], window["stop"]], "split": split.to_dict(),
+            "config": session.run.config(), "device": session.device}
     return hashlib.sha256(json.dumps(what, sort_keys=True, default=str).encode()).hexdigest()
 
 
-def isolate_in_session(session: Session, meaning: str, bar: float | None = None, n_controls: int = 50,
-                       seed: int = 0, levels: Sequence[str] = DEFAULT_LEVELS, max_evaluations: int | None = None,
-                       progress: bool = True) -> CriticalSet:
-    """Isolate, check and save one meaning's critical set in an open session (see :func:`isolate`)."""
-    s_lo, s_hi = collapse_bracket(session.run, meaning)
-    cands, base = candidates_between(session, s_lo, s_hi)
+def _set_file(session: Session, cs: CriticalSet, metric) -> WeightSet:
+    from sdprobe.isolate.store import evidence_of
+
+    shapes = {n: tuple(session.refs[n].weight.shape) for n in cs.indices()}
+    return WeightSet(kind="critical", model=session.config.model, meaning=cs.meaning, method=session.config.method,
+                     sweep=session.run.config(), window=cs.window, weights=cs.indices(), shapes=shapes,
+                     splits=cs.splits, metric=getattr(metric, "name", "metric"), evidence=evidence_of(cs.summary()),
+                     verdict=cs.verdict)
+
+
+def isolate_in_session(session: Session, meaning: str, config: IsolationConfig, tests: int, metric=None,
+                       confirm_pool: Sequence[str] | None = None, progress: bool = True) -> CriticalSet:
+    """Search, confirm and save one meaning's critical set in an open session (see :func:`isolate`)."""
+    metric = metric or default_metric()
+    meanings = metric_meanings(metric)
+    window = resolve_window(session.run, meaning, config.window)
+    cands, base = candidates_between(session, window["start"], window["stop"])
+    if cands.n == 0:
+        raise DesignError(f"the {window['kind']} window {window['start']}..{window['stop']} of {meaning} holds no "
+                          f"candidate weights; choose a wider window (e.g. --window transition)")
+    if session.config.prompts and confirm_pool is None:
+        raise DesignError(f"{session.run.path} was swept on its own prompts; give prompts the sweep did not use for "
+                          "the confirmation split (--confirm-prompts FILE)")
+    everything_seen = run_split(session.run)
+    confirm = confirmation_split([session.search, everything_seen], config.n_confirm, config.seed, confirm_pool)
+    splits = {"search": session.search, "confirmation": confirm}
     folder = set_folder(session.run.path, meaning)
-    store = EvaluationLog(folder / EVALUATIONS, _fingerprint(session, cands, s_lo, s_hi))
-    evaluate = CachedEvaluator(
-        MaskEvaluator(session.pipe, session.masks, base, cands, session.prompts, session.seeds,
-                      session.config.generation), store)
-    cs = isolate_meaning(cands, evaluate, meaning, bar=bar, n_controls=n_controls, seed=seed, levels=levels,
-                         meanings=MEANINGS, max_evaluations=max_evaluations, s_lo=s_lo, s_hi=s_hi, progress=progress)
-    options = {"bar": bar, "n_controls": n_controls, "seed": seed, "levels": list(levels),
-               "prior": session.prior, "n_prompts": len(session.prompts),
-               "device": session.device}
-    extra = {"options": options, "model_evaluations": len(store), "fresh_evaluations": evaluate.fresh,
-             "replayed_evaluations": evaluate.replayed}
-    write_critical_set(folder, cs, extra=extra)
+    gen = session.config.generation
+    search_eval = CachedEvaluator(mean_scores(MaskEvaluator(session.pipe, session.masks, base, cands, session.search,
+                                                            gen, metric, meanings)),
+                                  EvaluationLog(folder / SEARCH_LOG, _fingerprint(session, cands, window, session.search)))
+    confirm_eval = CachedEvaluator(MaskEvaluator(session.pipe, session.masks, base, cands, confirm, gen, metric, meanings),
+                                   EvaluationLog(folder / CONFIRM_LOG, _fingerprint(session, cands, window, confirm)))
+    cs = isolate_meaning(cands, search_eval, confirm_eval, meaning, config, splits, window, tests, meanings, progress)
+    extra = {"options": {**config.to_dict(), "prior": session.prior, "device": session.device},
+             "model_evaluations": len(search_eval.store) + len(confirm_eval.store),
+             "images_generated": len(search_eval.store) * len(session.search) + len(confirm_eval.store) * len(confirm),
+             "fresh_evaluations": search_eval.fresh + confirm_eval.fresh}
+    write_critical_set(folder, cs, _set_file(session, cs, metric), extra=extra)
     log.info("%s: wrote %s", meaning, folder)
     return cs
 
 
-def isolate(run_dir: Path, meaning: str, pipe=None, *, bar: float | None = None, n_controls: int = 50,
-            seed: int = 0, levels: Sequence[str] = DEFAULT_LEVELS, prior: str | None = None,
-            max_prompts: int | None = None, max_evaluations: int | None = None, device: str | None = None,
-            progress: bool = True) -> CriticalSet:
-    """Find, test against controls, and save the critical weight set of one meaning of a sweep run.
+def _family_size(run: RunDir, wanted: Sequence[str], meanings: Sequence[str]) -> int:
+    """Tests in the run's family: two per meaning isolated now or saved before."""
+    from sdprobe.isolate.store import saved_meanings
+
+    return 2 * len(set(wanted) | (set(saved_meanings(run.path)) & set(meanings)))
+
+
+def isolate(run_dir: Path, meaning: str, pipe=None, config: IsolationConfig | None = None, *, metric=None,
+            confirm_pool: Sequence[str] | None = None, device: str | None = None, progress: bool = True) -> CriticalSet:
+    """Find a meaning's critical set on the search split, confirm it on fresh prompts and seeds, and save it.
 
     Args:
         run_dir (Path): the sweep run directory (with ``thresholds.csv``).
-        meaning (str): ``color``, ``shape``, ``position`` or ``size``; it must collapse suddenly in the run.
+        meaning (str): a meaning of the metric (the oracle's: color, shape, position, size).
         pipe: an already loaded pipeline of the run's model. Default: None (loaded from the run's config).
-        bar (float | None): accuracy below which the meaning is broken. Default: None, halfway between the
-            accuracy at ``s_lo`` and at ``s_hi`` as measured at the start of the search.
-        n_controls (int): random equal-size, equal-per-tensor controls (>= 20). Default: 50.
-        seed (int): seed of the controls. Default: 0.
-        levels (Sequence[str]): the search hierarchy. Default: ``("tensor", "row", "weight")``.
-        prior (str | None): ``"score"`` or ``"magnitude"`` (see :func:`open_session`). Default: None.
-        max_prompts (int | None): evaluate only the first prompts of the run. Default: None (all).
-        max_evaluations (int | None): test budget of the search. Default: None.
+        config (IsolationConfig | None): window, sizes, controls. Default: ``IsolationConfig()``.
+        metric: the meaning metric. Default: None, the organism's oracle.
+        confirm_pool (Sequence[str] | None): prompts for the confirmation split. Default: None, the organism's
+            grammar (required for runs swept on their own prompts).
         device (str | None): where to load the model. Default: the run's device.
-        progress (bool): progress bars with rates and ETAs. Default: True.
+        progress (bool): progress bars. Default: True.
 
     Returns:
-        CriticalSet: also written to ``run_dir/critical/<meaning>/``.
+        CriticalSet: also written to ``run_dir/critical/<meaning>/``; its verdict is corrected over every test
+        saved in the run (``critical/tests.csv``).
 
     Raises:
-        ValueError: unknown meaning / prior / level. RunError: no thresholds.csv, or no sudden collapse of the
-        meaning. NothingToIsolate: the measured accuracies do not cross the bar between ``s_lo`` and ``s_hi``.
+        ValueError: an unknown meaning. RunError: no thresholds or no collapse of the meaning. DesignError: too
+        few confirmation prompts or controls for the requested power. NothingToIsolate: the search split shows no
+        collapse in the window.
     """
-    _meaning_error(meaning)
-    collapse_bracket(RunDir.open(Path(run_dir), kind="sweep"), meaning)  # fail before loading the model
-    with open_session(run_dir, pipe, prior, max_prompts, device) as session:
-        return isolate_in_session(session, meaning, bar, n_controls, seed, levels, max_evaluations, progress)
+    config = config or IsolationConfig()
+    metric = metric or default_metric()
+    meanings = metric_meanings(metric)
+    if meaning not in meanings:
+        raise ValueError(f"unknown meaning {meaning!r}; valid: {', '.join(meanings)}, all")
+    run = RunDir.open(Path(run_dir), kind="sweep")
+    resolve_window(run, meaning, config.window)  # fail before loading the model
+    tests = _family_size(run, [meaning], meanings)
+    check_design(config, tests)
+    with open_session(run_dir, pipe, config.prior, config.n_search, device) as session:
+        cs = isolate_in_session(session, meaning, config, tests, metric, confirm_pool, progress)
+    _adjust_in_memory(run.path, {meaning: cs})
+    return cs
 
 
 @dataclass
 class IsolationReport:
-    """Result of :func:`isolate_all`: the sets found, the meanings skipped (with the reason), their overlaps
-    and where they live."""
+    """Result of :func:`isolate_all`: the sets, the meanings without one (and why), the run's test family, their
+    overlaps and where they live."""
 
     sets: dict[str, CriticalSet]
     skipped: dict[str, str]
+    tests: pd.DataFrame
     overlaps: pd.DataFrame
     where: pd.DataFrame
 
@@ -288,53 +367,75 @@ def where_table(sets: dict[str, CriticalSet]) -> pd.DataFrame:
 
 
 def overlap_table(sets: dict[str, CriticalSet]) -> pd.DataFrame:
-    """Pairwise overlaps: meaning_a, meaning_b, size_a, size_b, intersection, jaccard."""
+    """Pairwise overlaps: meaning_a, meaning_b, size_a, size_b, intersection, jaccard, windows_overlap (False:
+    the two windows share no weight, so an empty intersection holds by construction)."""
     names = list(sets)
     rows = []
     for i, a in enumerate(names):
         for b in names[i + 1:]:
             ia, ib = sets[a].indices(), sets[b].indices()
             inter = sum(len(set(ia[n].tolist()) & set(ib[n].tolist())) for n in set(ia) & set(ib))
+            wa, wb = sets[a].window, sets[b].window
             rows.append({"meaning_a": a, "meaning_b": b, "size_a": len(sets[a].ids), "size_b": len(sets[b].ids),
-                         "intersection": inter, "jaccard": jaccard(ia, ib)})
-    return pd.DataFrame(rows, columns=["meaning_a", "meaning_b", "size_a", "size_b", "intersection", "jaccard"])
+                         "intersection": inter, "jaccard": jaccard(ia, ib),
+                         "windows_overlap": bool(wa["start"] < wb["stop"] and wb["start"] < wa["stop"])})
+    return pd.DataFrame(rows, columns=["meaning_a", "meaning_b", "size_a", "size_b", "intersection", "jaccard",
+                                       "windows_overlap"])
 
 
-def isolate_all(run_dir: Path, meanings: Sequence[str] | None = None, pipe=None, *, bar: float | None = None,
-                n_controls: int = 50, seed: int = 0, levels: Sequence[str] = DEFAULT_LEVELS,
-                prior: str | None = None, max_prompts: int | None = None, max_evaluations: int | None = None,
+def _adjust_in_memory(run_dir: Path, sets: dict[str, CriticalSet]) -> pd.DataFrame:
+    """Correct the run's whole family on disk and copy the adjusted p-values into the in-memory sets."""
+    tests = adjust_family(run_dir)
+    for m, cs in sets.items():
+        saved = load_summary(run_dir, m)["confirmation"]
+        for d, r in cs.confirmation.items():
+            r.p_adjusted = float("nan") if saved[d]["p_adjusted"] is None else float(saved[d]["p_adjusted"])
+    return tests
+
+
+def isolate_all(run_dir: Path, meanings: Sequence[str] | None = None, pipe=None,
+                config: IsolationConfig | None = None, *, metric=None, confirm_pool: Sequence[str] | None = None,
                 device: str | None = None, progress: bool = True) -> IsolationReport:
-    """Critical sets of every meaning that collapses suddenly, their pairwise Jaccard overlaps and where they live.
+    """Critical sets of several meanings (default: every meaning that collapses suddenly), one test family.
 
     Args:
         run_dir (Path): the sweep run directory.
         meanings (Sequence[str] | None): which meanings. Default: None, every meaning with a sudden collapse.
-        The other arguments are those of :func:`isolate`, applied to each meaning.
+        The other arguments are those of :func:`isolate`.
 
     Returns:
-        IsolationReport: also written: each set's folder, ``critical/overlaps.csv``, ``critical/where.csv`` and
-        ``critical/skipped.json``.
+        IsolationReport: also written: each set's folder, ``critical/tests.csv`` (Holm over all sets' tests),
+        ``critical/overlaps.csv``, ``critical/where.csv`` and ``critical/skipped.json``.
 
     Raises:
-        RunError: no thresholds.csv, or no meaning collapses suddenly.
+        RunError: no thresholds.csv, or no meaning collapses suddenly. DesignError: sizes too small.
     """
+    config = config or IsolationConfig()
+    metric = metric or default_metric()
+    known = metric_meanings(metric)
     run = RunDir.open(Path(run_dir), kind="sweep")
-    wanted = list(meanings) if meanings else sudden_meanings(run)
+    wanted = list(meanings) if meanings else sudden_meanings(run, known)
     for m in wanted:
-        _meaning_error(m)
+        if m not in known:
+            raise ValueError(f"unknown meaning {m!r}; valid: {', '.join(known)}, all")
     if not wanted:
         raise RunError(f"no meaning collapses suddenly in {run.path} (see its thresholds.csv); nothing to isolate")
+    tests = _family_size(run, wanted, known)
+    check_design(config, tests)
     sets, skipped = {}, {}
-    with open_session(run_dir, pipe, prior, max_prompts, device) as session:
+    with open_session(run_dir, pipe, config.prior, config.n_search, device) as session:
         for m in wanted:
             try:
-                sets[m] = isolate_in_session(session, m, bar, n_controls, seed, levels, max_evaluations, progress)
+                sets[m] = isolate_in_session(session, m, config, tests, metric, confirm_pool, progress)
             except (NothingToIsolate, SearchBudgetExceeded, RunError) as exc:
-                log.warning("%s: not isolated: %s", m, exc)
+                if isinstance(exc, DesignError):
+                    raise
+                log.warning("%s: no set found on the search split: %s", m, exc)
                 skipped[m] = str(exc)
-    overlaps, where = overlap_table(sets), where_table(sets)
     root = run.path / CRITICAL_DIR
+    write_json(root / SKIPPED, skipped)
+    table = _adjust_in_memory(run.path, sets)
+    overlaps, where = overlap_table(sets), where_table(sets)
     atomic_write_bytes(root / OVERLAPS, overlaps.to_csv(index=False).encode())
     atomic_write_bytes(root / WHERE, where.to_csv(index=False).encode())
-    write_json(root / SKIPPED, skipped)
-    return IsolationReport(sets, skipped, overlaps, where)
+    return IsolationReport(sets, skipped, table, overlaps, where)

@@ -2,17 +2,20 @@
 
 Files of one set::
 
-    summary.json          the evidence (see :meth:`CriticalSet.summary`)
+    summary.json          the evidence, each number under the split it comes from (see CriticalSet.summary)
+    set.json              the shareable weight-set file (format: sdprobe.evidence.setfile)
     indices.safetensors   qualified weight name -> int64 flat indices of the set
     weights.csv           one row per weight of the set: where it lives, its value, rank and score
-    controls.csv          one row per random control: its effect and the accuracy of every meaning
-    evaluations.jsonl     the search's evaluation log (what makes ``sdprobe isolate`` resumable)
+    controls.csv          one row per control: direction, family (random, matched), effect
+    search.jsonl          the search split's evaluation log (what makes ``sdprobe isolate`` resumable)
+    confirmation.jsonl    the confirmation split's per-image evaluation log
 
-and, for ``sdprobe isolate --meaning all``, in ``critical/``: ``overlaps.csv`` (pairwise Jaccard overlaps),
-``where.csv`` (meaning, component, role, count) and ``skipped.json`` (meanings not isolated, and why).
+and, in ``critical/``: ``tests.csv`` (every test of the run with its raw and Holm-adjusted p and the verdicts),
+``overlaps.csv`` (pairwise Jaccard overlaps), ``where.csv`` (meaning, component, role, count) and
+``skipped.json`` (meanings with no set found on the search split, and why).
 
 Example:
-    >>> write_critical_set(run.path / "critical" / "color", cs)
+    >>> write_critical_set(run.path / "critical" / "color", cs, set_file)
     >>> with mask.override(prune=load_critical_set(run.path, "color")):
     ...     images = generate(pipe, prompts, seeds)
 """
@@ -26,12 +29,15 @@ import pandas as pd
 import torch
 
 from sdprobe.errors import RunError
+from sdprobe.evidence import DIRECTIONS, WeightSet, holm, read_set_file, write_set_file
 from sdprobe.io import atomic_write_bytes, read_json, write_json
-from sdprobe.isolate.critical import CriticalSet
+from sdprobe.isolate.critical import verdict_of as _verdict
 from sdprobe.runs import CRITICAL_DIR
 
-SUMMARY, INDICES, WEIGHTS, CONTROLS, EVALUATIONS = (
-    "summary.json", "indices.safetensors", "weights.csv", "controls.csv", "evaluations.jsonl")
+SUMMARY, SET_FILE, INDICES, WEIGHTS, CONTROLS = (
+    "summary.json", "set.json", "indices.safetensors", "weights.csv", "controls.csv")
+SEARCH_LOG, CONFIRM_LOG = "search.jsonl", "confirmation.jsonl"
+TESTS = "tests.csv"  # every (meaning, direction) test of the run, raw and adjusted p, in critical/
 OVERLAPS = "overlaps.csv"  # pairwise Jaccard overlaps of the sets, in critical/
 WHERE = "where.csv"  # meaning, component, role, count: where every set lives, in critical/
 
@@ -40,7 +46,7 @@ def set_folder(run_dir: Path, meaning: str) -> Path:
     return Path(run_dir) / CRITICAL_DIR / meaning
 
 
-def weights_table(cs: CriticalSet) -> pd.DataFrame:
+def weights_table(cs) -> pd.DataFrame:
     """One row per weight of the set: qualified_name, component, module, region, block, role, row, col (the
     weight viewed as a matrix: out x rest), value, magnitude, rank (of ``|value|`` among all candidates,
     0 = smallest), score (the search prior)."""
@@ -68,22 +74,23 @@ def weights_table(cs: CriticalSet) -> pd.DataFrame:
     })
 
 
-def controls_table(cs: CriticalSet) -> pd.DataFrame:
-    """One row per control: ``control`` (0-based), ``effect``, and the accuracy of each meaning."""
-    rows = [{"control": i, "effect": e, **acc} for i, (e, acc) in enumerate(zip(cs.control_effects, cs.control_accuracy))]
-    return pd.DataFrame(rows, columns=["control", "effect", *cs.accuracy["lo"].keys()])
+def controls_table(cs) -> pd.DataFrame:
+    """One row per control: ``direction``, ``family`` (random, matched), ``control`` (0-based), ``effect``."""
+    rows = [{"direction": d, "family": fam, "control": i, "effect": e}
+            for d, r in cs.confirmation.items()
+            for fam, effects in (("random", r.control_effects), ("matched", r.matched_effects))
+            for i, e in enumerate(effects)]
+    return pd.DataFrame(rows, columns=["direction", "family", "control", "effect"])
 
 
-def write_critical_set(folder: Path, cs: CriticalSet, extra: dict | None = None) -> Path:
+def write_critical_set(folder: Path, cs, set_file: WeightSet, extra: dict | None = None) -> Path:
     """Write a set's files (atomically; the summary last, so it marks the set as complete).
 
     Args:
         folder (Path): ``RUN_DIR/critical/<meaning>``.
-        cs (CriticalSet): the set.
+        cs (CriticalSet): the set with its evidence.
+        set_file (WeightSet): its shareable description (written as ``set.json``).
         extra (dict | None): more summary keys, e.g. the options the set was made with. Default: None.
-
-    Returns:
-        Path: ``folder``.
     """
     from safetensors.torch import save
 
@@ -92,8 +99,62 @@ def write_critical_set(folder: Path, cs: CriticalSet, extra: dict | None = None)
     atomic_write_bytes(folder / INDICES, save(tensors, metadata={"meaning": cs.meaning}))
     atomic_write_bytes(folder / WEIGHTS, weights_table(cs).to_csv(index=False).encode())
     atomic_write_bytes(folder / CONTROLS, controls_table(cs).to_csv(index=False).encode())
+    write_set_file(folder / SET_FILE, set_file)
     write_json(folder / SUMMARY, {**cs.summary(), **(extra or {})})
     return folder
+
+
+def verdict_of(summary: dict) -> str:
+    """The verdict of a saved summary (see :func:`sdprobe.isolate.critical.verdict_of`)."""
+    return _verdict(summary.get("confirmation", {}), summary.get("design", {}).get("alpha", 0.05))
+
+
+def adjust_family(run_dir: Path) -> pd.DataFrame:
+    """Holm–Bonferroni over every (meaning x direction) test saved in the run; rewrites each set's adjusted p and
+    verdict (summary and set file) and ``critical/tests.csv``.
+
+    Returns:
+        pandas.DataFrame: meaning, direction, effect, ci_low, ci_high, p_value, p_adjusted, verdict.
+    """
+    meanings = saved_meanings(run_dir)
+    summaries = {m: read_json(set_folder(run_dir, m) / SUMMARY) for m in meanings}
+    keys = [(m, d) for m in meanings for d in DIRECTIONS if d in summaries[m].get("confirmation", {})]
+    raw = [summaries[m]["confirmation"][d]["p_value"] for m, d in keys]
+    adjusted = holm([float("nan") if p is None else p for p in raw])
+    for (m, d), p in zip(keys, adjusted):
+        summaries[m]["confirmation"][d]["p_adjusted"] = p
+    rows = []
+    for m in meanings:
+        s = summaries[m]
+        s["verdict"] = verdict_of(s)
+        s["design"]["tests_in_family"] = len(keys)
+        write_json(set_folder(run_dir, m) / SUMMARY, s)
+        path = set_folder(run_dir, m) / SET_FILE
+        if path.exists():
+            ws = read_set_file(path)
+            ws.verdict, ws.evidence = s["verdict"], evidence_of(s)
+            write_set_file(path, ws)
+        for d in DIRECTIONS:
+            c = s.get("confirmation", {}).get(d)
+            if c:
+                rows.append({"meaning": m, "direction": d, "effect": c["effect"], "ci_low": c["ci_low"],
+                             "ci_high": c["ci_high"], "fraction": c["fraction"], "p_value": c["p_value"],
+                             "p_adjusted": c["p_adjusted"], "n_controls": c["n_controls"],
+                             "matched_p": c["matched_p"], "verdict": s["verdict"]})
+    table = pd.DataFrame(rows, columns=["meaning", "direction", "effect", "ci_low", "ci_high", "fraction", "p_value",
+                                        "p_adjusted", "n_controls", "matched_p", "verdict"])
+    atomic_write_bytes(Path(run_dir) / CRITICAL_DIR / TESTS, table.to_csv(index=False).encode())
+    return table
+
+
+def evidence_of(summary: dict) -> dict:
+    """The part of a summary a set file carries: design, confirmation numbers, search diagnostics."""
+    conf = {k: v for k, v in summary.get("confirmation", {}).items()}
+    for d in DIRECTIONS:
+        if d in conf:
+            conf[d] = {k: v for k, v in conf[d].items() if k not in ("control_effects", "matched_effects")}
+    search = {k: v for k, v in summary.get("search", {}).items() if k != "steps"}
+    return {"design": summary.get("design", {}), "confirmation": conf, "search": search}
 
 
 def load_critical_set(run_dir: Path, meaning: str) -> dict[str, torch.Tensor]:

@@ -22,6 +22,7 @@ class OracleMetric:
     """
 
     name = "oracle"
+    meanings = MEANINGS  # the per-image correctness columns isolation, thresholds and bias can judge
     higher_is_better = {**{m: True for m in MEANINGS}, "unreadable": False}
 
     def score(self, prompts: Sequence[str], images: np.ndarray, reference: np.ndarray | None = None) -> pd.DataFrame:

@@ -135,6 +135,6 @@ def control_histograms(items: list[tuple[str, list[float], float, float | None]]
         if np.isfinite(effect):
             ax.axvline(effect, color="tab:red", lw=2, label="critical set")
         ax.set_title(f"{meaning}" + (f" (p = {p:.3g})" if p is not None and np.isfinite(p) else ""))
-        ax.set_xlabel("accuracy drop")
+        ax.set_xlabel("effect (share of images)")
         ax.legend(fontsize=LABEL_FONT)
     return to_png(fig, dpi)

@@ -28,8 +28,6 @@ from sdprobe.report.tree import (
 log = logging.getLogger(__name__)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-CRITICAL_COLUMNS = ("size", "n_candidates", "fraction_of_candidates", "effect", "bar", "breaks", "restores", "p_value",
-                    "beats_all_controls", "evaluations", "s_lo", "s_hi")  # summary.json keys in the critical table
 THRESHOLD_COLUMNS = ("metric", "kind", "collapsed", "threshold", "ci_low", "ci_high", "s_lo", "s_hi",
                      "drop")  # thresholds.csv columns shown (it may hold more diagnostics)
 WEIGHT_COLUMNS = ("qualified_name", "role", "row", "col", "value", "rank", "score")  # columns of top-weight tables
@@ -116,34 +114,69 @@ def layers_section(run: RunData, opts: ReportOptions) -> Section | None:
                alt=f"per-layer sparsity heatmap of {run.name}", caption=f"Rows: {len(matrix)} {rows}s; columns: levels."))
 
 
+def _ci(d: dict, key: str = "effect", lo: str = "ci_low", hi: str = "ci_high") -> str:
+    return f"{fmt(d.get(key))} [{fmt(d.get(lo))}, {fmt(d.get(hi))}]"
+
+
+def _critical_rows(run: RunData) -> list[list[str]]:
+    rows = []
+    for c in run.critical:
+        s, conf = c.summary, c.summary.get("confirmation") or {}
+        w = s.get("window") or {}
+        for d in ("necessity", "sufficiency"):
+            r = conf.get(d)
+            if not r:
+                continue
+            rows.append([c.meaning, str(s.get("verdict", "")), f"{w.get('kind', '')} {fmt(w.get('start'))}..{fmt(w.get('stop'))}",
+                         f"{s.get('size')} / {s.get('n_candidates')}", d,
+                         f"{_ci(r)} ({fmt(r.get('effect_images'))} of {r.get('n_images')})",
+                         _ci(r, "fraction", "fraction_low", "fraction_high"),
+                         f"{fmt(r.get('p_value'))} / {fmt(r.get('p_adjusted'))}", str(r.get("n_controls")),
+                         f"{fmt(r.get('matched_p'))} ({r.get('n_matched')})"])
+    return rows
+
+
 def critical_section(run: RunData, opts: ReportOptions) -> Section | None:
-    """Critical sets: summary, selectivity, control distributions, where they lie, and their top weights."""
+    """Critical sets: confirmation evidence, selectivity, control distributions, where they lie, top weights."""
     if not run.critical:
         return None
     sec = Section("Critical weights")
-    sec.add(Table(["meaning", *CRITICAL_COLUMNS, "controls"],
-                  [[c.meaning, *(_cell(c.summary.get(k)) for k in CRITICAL_COLUMNS),
-                    str(len(c.summary.get("control_effects") or []))] for c in run.critical],
-                  caption="critical sets (effect: accuracy drop when the set is removed)"))
-    selectivity = {c.meaning: c.summary["selectivity"] for c in run.critical if isinstance(c.summary.get("selectivity"), dict)}
+    rows = _critical_rows(run)
+    if rows:
+        first = run.critical[0].summary
+        design = first.get("design") or {}
+        sec.add(Table(["meaning", "verdict", "window", "size / candidates", "direction", "effect [95% CI] (images)",
+                       "share of the collapse", "p raw / Holm", "random controls", "matched p (controls)"], rows,
+                      caption=f"Confirmation split only ({(first.get('confirmation') or {}).get('n_prompts')} fresh "
+                              f"prompts and seeds; the search never saw them). Necessity: accuracy lost when the set "
+                              f"is removed at the window's start; sufficiency: accuracy regained when it is restored at "
+                              f"its end. Holm over {design.get('tests_in_family', design.get('tests'))} tests; a set "
+                              f"is critical only when both directions pass at {fmt(design.get('alpha'))}. Minimal "
+                              f"detectable effect at power {fmt(design.get('target_power'))}: {fmt(design.get('mde'))}."))
+    selectivity = {c.meaning: (c.summary.get("confirmation") or {}).get("selectivity", c.summary.get("selectivity"))
+                   for c in run.critical}
+    selectivity = {m: v for m, v in selectivity.items() if isinstance(v, dict)}
     if selectivity:
         sel = pd.DataFrame(selectivity).T
         sec.add(Table(["removed set", *map(str, sel.columns)],
                       [[str(i), *(fmt(v) for v in r)] for i, r in zip(sel.index, sel.to_numpy())],
-                      caption="selectivity: accuracy drop of each other meaning when the set is removed"))
+                      caption="selectivity (confirmation split): accuracy drop of each other meaning when the set is "
+                              "removed"))
     items = []
     for c in run.critical:
-        controls = c.summary.get("control_effects")
-        if not controls and c.controls is not None and "effect" in c.controls:
-            controls = c.controls["effect"].tolist()
-        if controls:
-            p = c.summary.get("p_value")
-            items.append((c.meaning, [float(x) for x in controls], float(c.summary.get("effect", np.nan)),
-                          float(p) if p is not None else None))
+        if c.controls is None or "direction" not in c.controls:
+            continue
+        for d, r in ((c.summary.get("confirmation") or {}).items()):
+            if not isinstance(r, dict) or "effect" not in r:
+                continue
+            ctl = c.controls[(c.controls["direction"] == d) & (c.controls["family"] == "random")]["effect"].tolist()
+            if ctl:
+                items.append((f"{c.meaning} {d}", [float(x) for x in ctl], float(r.get("effect") or np.nan),
+                              r.get("p_value")))
     if items:
         sec.add(Figure(plots.control_histograms(items, opts.dpi), alt="control effect distributions",
-                       caption="Accuracy drop of random control sets of the same size (gray) and of the critical "
-                               "set (red)."))
+                       caption="Confirmation split: effects of random tensor-stratified control sets of the same size "
+                               "(gray) and of the set (red), per direction."))
     density = compute.critical_density(run, opts.max_heatmap_rows)
     if density is not None:
         matrix, normalised = density

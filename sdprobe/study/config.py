@@ -40,9 +40,22 @@ class SweepSpec:
 class IsolationSpec:
     sweep: str = "te-magnitude"  # the sweep whose collapses are isolated
     meanings: list[str] | None = None  # None: every meaning that collapses suddenly
-    controls: int = 20  # random control sets per meaning
-    max_prompts: int | None = 16  # prompts per evaluation (the sweep's first ones); None: all
+    window: str = "transition"  # candidates: s_hold..s_fail of the collapse ("transition") or s_lo..s_hi ("bracket")
+    search_prompts: int | None = 16  # search-split prompts (the sweep's first ones); None: all
+    confirm_prompts: int = 96  # confirmation-split prompts, fresh prompts and seeds (>= 80% power, see the README)
+    controls: int = 200  # the most random control sets per direction (sequential: fewer when the set is clearly null)
+    matched: int = 50  # the most magnitude-matched control sets per direction
     max_evaluations: int | None = 300  # search budget per meaning
+    effect: float = 0.10  # the effect (share of images) the confirmation split must find with 80% power
+
+    def config(self, seed: int):
+        """The :class:`~sdprobe.isolate.IsolationConfig` of this spec."""
+        from sdprobe.evidence import ConfirmConfig
+        from sdprobe.isolate import IsolationConfig
+
+        return IsolationConfig(window=self.window, n_search=self.search_prompts, n_confirm=self.confirm_prompts,
+                               confirm=ConfirmConfig(n_controls=self.controls, n_matched=self.matched, seed=seed),
+                               effect=self.effect, max_evaluations=self.max_evaluations, seed=seed)
 
 
 @dataclass
@@ -117,7 +130,8 @@ class StudyConfig:
         """The same study at CI scale: fewer prompts and levels, fewer denoising steps, small searches."""
         sweeps = [replace(s, step=max(s.step, QUICK_STEP), refine=None if s.refine is None else 0.05) for s in self.sweeps]
         gen = replace(self.generation, steps=min(self.generation.steps, QUICK_DENOISE))
-        iso = replace(self.isolation, controls=20, max_prompts=8, max_evaluations=60) if self.isolation else None
+        iso = replace(self.isolation, matched=5, search_prompts=8, confirm_prompts=16, effect=0.5,
+                      max_evaluations=60) if self.isolation else None
         bias = replace(self.bias, n_images=16, sparsities=self.bias.sparsities[:2], critical=False) if self.bias else None
         attr = (replace(self.attribution, n_prompts=3, neurons=self.attribution.neurons[:1], ig_steps=8, noise_samples=1)
                 if self.attribution else None)

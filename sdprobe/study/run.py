@@ -81,9 +81,11 @@ class Study:
         from sdprobe.isolate import isolate_all
 
         iso = self.config.isolation
-        report = isolate_all(self.out / iso.sweep, iso.meanings, self.pipe, n_controls=iso.controls, seed=self.config.seed,
-                             max_prompts=iso.max_prompts, max_evaluations=iso.max_evaluations, progress=self.progress)
-        return f"critical sets for {', '.join(report.sets) or 'no meaning'}"
+        report = isolate_all(self.out / iso.sweep, iso.meanings, self.pipe, iso.config(self.config.seed),
+                             progress=self.progress)
+        verdicts = [f"{m}: {cs.verdict}" for m, cs in report.sets.items()]
+        verdicts += [f"{m}: no replicable critical set (none found on the search split)" for m in report.skipped]
+        return "; ".join(verdicts) or "no meaning isolated"
 
     def bias(self) -> str:
         from sdprobe.bias import BiasRunConfig, load_bias_probe, make_classifier, run_bias
