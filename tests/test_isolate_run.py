@@ -12,15 +12,20 @@ import pytest
 from sdprobe.cli import main
 from sdprobe.errors import RunError
 from sdprobe.generate import GenerationConfig
-from sdprobe.isolate import NothingToIsolate, collapse_bracket, isolate, isolate_all, sudden_meanings
+from sdprobe.evidence import ConfirmConfig, Split
+from sdprobe.isolate import IsolationConfig, NothingToIsolate, isolate, isolate_all, resolve_window, sudden_meanings
 from sdprobe.isolate.evaluator import MaskEvaluator
-from sdprobe.isolate.run import candidates_between, open_session, run_prompts
+from sdprobe.isolate.run import DesignError, candidates_between, open_session, run_split
+from sdprobe.metrics import OracleMetric
 from sdprobe.isolate.store import split_by_component
 from sdprobe.runs import THRESHOLDS, RunDir
 from sdprobe.sweep.config import ComponentPlan, SweepConfig
 
 S_LO, S_HI = 0.30, 0.35
 PROMPTS = ["a large red circle at the top left", "a small blue square at the bottom right"]
+POOL = ["a large green triangle at the top right", "a small cyan circle at the bottom left",
+        "a large yellow square at the top left", "a small purple triangle at the top right"]
+SMALL = IsolationConfig(n_confirm=4, effect=0.9, power=0.5, confirm=ConfirmConfig(n_controls=200, n_matched=2))
 
 
 def make_run(path, thresholds: bool = True, method: str = "magnitude") -> RunDir:
@@ -35,7 +40,8 @@ def make_run(path, thresholds: bool = True, method: str = "magnitude") -> RunDir
         table = pd.DataFrame({"metric": ["color", "shape", "position", "size"],
                               "kind": ["sudden", "gradual", "none", "sudden"], "collapsed": [True, False, False, True],
                               "threshold": [0.33, 0.4, np.nan, 0.33], "ci_low": np.nan, "ci_high": np.nan,
-                              "s_lo": [S_LO, 0.35, 0.5, S_LO], "s_hi": [S_HI, 0.4, np.nan, S_HI], "drop": 0.8})
+                              "s_lo": [S_LO, 0.35, 0.5, S_LO], "s_hi": [S_HI, 0.4, np.nan, S_HI], "drop": 0.8,
+                              "s_hold": [S_LO, 0.3, np.nan, S_LO], "s_fail": [S_HI, 0.45, np.nan, S_HI]})
         table.to_csv(run.path / THRESHOLDS, index=False)
     return run
 
@@ -56,25 +62,39 @@ def test_errors_name_what_to_do(tmp_path, capsys):
 
     run = make_run(tmp_path / "run")
     assert sudden_meanings(run) == ["color", "size"]
-    assert collapse_bracket(run, "color") == (S_LO, S_HI)
-    with pytest.raises(RunError, match="shape does not collapse suddenly .* gradual.*: color, size"):
-        isolate(run.path, "shape")
+    assert (resolve_window(run, "color")["start"], resolve_window(run, "color")["stop"]) == (S_LO, S_HI)
+    assert (resolve_window(run, "shape")["start"], resolve_window(run, "shape")["stop"]) == (0.3, 0.45)
+    assert resolve_window(run, "shape", "bracket")["stop"] == 0.4
+    with pytest.raises(RunError, match="position does not collapse .*kind: none.*: color, shape, size"):
+        isolate(run.path, "position", config=SMALL, confirm_pool=POOL)
     with pytest.raises(ValueError, match="unknown meaning 'hue'; valid: color, shape, position, size, all"):
         isolate(run.path, "hue")
-    with pytest.raises(SystemExit) as exc:
-        main(["isolate", str(run.path), "--meaning", "hue"])
-    assert exc.value.code == 2 and "invalid choice: 'hue'" in capsys.readouterr().err
+    assert main(["isolate", str(run.path), "--meaning", "hue"]) == 2
+    assert "unknown meaning 'hue'" in capsys.readouterr().err
     assert main(["isolate", str(run.path), "--meaning", "position"]) == 2
-    assert "position does not collapse suddenly" in capsys.readouterr().err
+    assert "position does not collapse" in capsys.readouterr().err
     with pytest.raises(SystemExit):
         main(["isolate", str(run.path), "--meaning", "color", "--levels", "tensor,block"])
     assert "unknown level(s) ['block']; valid: tensor, row, column, weight" in capsys.readouterr().err
+    # sizes that cannot give the evidence asked for are refused before anything is written
+    assert main(["isolate", str(run.path), "--meaning", "color", "--confirm", "16"]) == 2
+    assert "use --confirm" in capsys.readouterr().err
+    with pytest.raises(DesignError, match="use --controls 39 or more"):
+        isolate(run.path, "color", config=IsolationConfig(confirm=ConfirmConfig(n_controls=20)), confirm_pool=POOL)
+    with pytest.raises(DesignError, match="use --confirm"):
+        isolate(run.path, "color", config=IsolationConfig(n_confirm=16), confirm_pool=POOL)
+    assert not (run.path / "critical").exists()
+    for bad in (["--window", "0.5,0.2"], ["--alpha", "nan"], ["--effect", "2"]):
+        with pytest.raises(SystemExit):
+            main(["isolate", str(run.path), "--meaning", "color", *bad])
+    assert main(["isolate", "--replicate", str(tmp_path / "missing.json")]) == 2
+    assert "does not exist" in capsys.readouterr().err
 
 
-def test_run_prompts_follow_the_image_index(tmp_path):
+def test_search_split_is_the_runs_prompts_in_image_order(tmp_path):
     run = make_run(tmp_path / "run")
-    assert run_prompts(run) == (PROMPTS, [11, 22])
-    assert run_prompts(run, max_prompts=1) == (PROMPTS[:1], [11])
+    assert run_split(run) == Split("search", tuple(PROMPTS), (11, 22))
+    assert run_split(run, 1) == Split("search", tuple(PROMPTS[:1]), (11,))
 
 
 def test_candidates_span_exactly_the_bracket(tmp_path, tiny_organism):
@@ -101,10 +121,11 @@ def test_candidates_span_exactly_the_bracket(tmp_path, tiny_organism):
         name = cands.names[0]
         np.testing.assert_array_equal(cands.values[: len(cands.indices[0])],
                                       dense_w[name].flatten()[cands.indices[0]].double().numpy())
-        evaluate = MaskEvaluator(pipe, masks, base, cands, PROMPTS, [11, 22], session.config.generation)
+        evaluate = MaskEvaluator(pipe, masks, base, cands, Split("s", tuple(PROMPTS), (11, 22)),
+                                 session.config.generation, OracleMetric(), ["color", "shape", "position", "size"])
         acc = evaluate(np.arange(min(cands.n, 50)))
-        assert set(acc) == {"color", "shape", "position", "size", "unreadable"}
-        assert all(0.0 <= v <= 1.0 for v in acc.values())
+        assert set(acc) == {"color", "shape", "position", "size"}
+        assert all(v.shape == (2,) and set(v.tolist()) <= {0.0, 1.0} for v in acc.values())
         assert state_hash(pipe) == at_lo
     assert state_hash(pipe) == dense
 
@@ -132,22 +153,24 @@ def test_untrained_pipeline_has_nothing_to_isolate(tmp_path, tiny_organism):
     run = make_run(tmp_path / "run")
     dense = state_hash(tiny_organism)
     with pytest.raises(NothingToIsolate, match="must lie in between"):
-        isolate(run.path, "color", pipe=tiny_organism, n_controls=20, progress=False)
+        isolate(run.path, "color", pipe=tiny_organism, config=SMALL, confirm_pool=POOL, progress=False)
     assert state_hash(tiny_organism) == dense
-    log = run.path / "critical" / "color" / "evaluations.jsonl"
+    log = run.path / "critical" / "color" / "search.jsonl"
     assert len(log.read_text().splitlines()) == 1 + 2  # header, nothing removed, everything removed
     assert not (run.path / "critical" / "color" / "summary.json").exists()
     with pytest.raises(ValueError, match="unknown prior 'grad'; valid: score, magnitude"):
-        isolate(run.path, "color", pipe=tiny_organism, prior="grad")
+        IsolationConfig(prior="grad")
+    with pytest.raises(DesignError, match="--confirm-prompts"):
+        isolate(run.path, "color", pipe=tiny_organism, config=SMALL, progress=False)
 
 
 def test_isolate_all_reports_skipped_meanings(tmp_path, tiny_organism):
     run = make_run(tmp_path / "run")
-    report = isolate_all(run.path, pipe=tiny_organism, n_controls=20, progress=False)
+    report = isolate_all(run.path, pipe=tiny_organism, config=SMALL, confirm_pool=POOL, progress=False)
     assert report.sets == {} and sorted(report.skipped) == ["color", "size"]
     assert all("must lie in between" in why for why in report.skipped.values())
     root = run.path / "critical"
     assert json.loads((root / "skipped.json").read_text()) == report.skipped
     assert list(pd.read_csv(root / "overlaps.csv").columns) == ["meaning_a", "meaning_b", "size_a", "size_b",
-                                                               "intersection", "jaccard"]
+                                                               "intersection", "jaccard", "windows_overlap"]
     assert list(pd.read_csv(root / "where.csv").columns) == ["meaning", "component", "role", "count"]
