@@ -227,34 +227,37 @@ QUICKSTART = [
 
 CRITICAL = [
     ("md", """
-        # Critical weights: the few weights whose removal breaks a meaning
+        # Critical weights: the few weights whose removal breaks a meaning, and the evidence for them
 
-        When a meaning collapses *suddenly* between two sweep levels `s_lo` and `s_hi`, the weights responsible are
-        among the *candidates*: those pruned at `s_hi` but not at `s_lo`. sdprobe's isolation searches them
-        adaptively (group testing over tensors, then rows, then single weights) for a small set `K` such that
+        When a meaning collapses between two sweep levels, the weights responsible are among the *candidates*:
+        those pruned between `s_hold` (the last level where the meaning still holds) and `s_fail` (the first where
+        it has failed). sdprobe's isolation searches them adaptively (group testing over tensors, then rows, then
+        single weights) for a small set `K` such that, **on the run's own prompts (the search split)**,
 
-        * pruning `mask(s_lo) + K` **breaks** the meaning (its accuracy falls below a bar halfway between the
-          accuracies at `s_lo` and `s_hi`), and
-        * pruning `mask(s_hi) - K` **keeps** it (restoring `K` alone brings the meaning back).
+        * pruning `mask(s_hold) + K` **breaks** the meaning (its accuracy falls below a bar halfway between the
+          accuracies at `s_hold` and `s_fail`), and
+        * pruning `mask(s_fail) - K` **keeps** it (restoring `K` alone brings the meaning back).
 
-        Then it removes random sets of the same size, drawn from the same tensors, as **controls**. The empirical
-        p-value (Phipson & Smyth 2010, https://doi.org/10.2202/1544-6115.1585) says how often a random set does as
-        much damage as `K`.
+        A set found that way is not yet evidence: it was chosen on those very images. So sdprobe judges it on a
+        **confirmation split** of fresh prompts and seeds, in both directions (necessity and sufficiency), each
+        against random sets of the same size drawn from the same tensors (and against magnitude-matched ones), and
+        corrects the p-values for every test of the run (Holm). Only confirmation numbers are headline numbers.
         """),
     ("code", """
-        # Scale knobs: small, so the notebook runs in a few minutes on a CPU. Raise them for real studies
-        # (analyses/organism.toml: 64 prompts, 20 steps, 32 prompts per isolation test, 20 controls, 400 tests).
+        # Scale knobs: small, so the notebook runs in a few minutes on a CPU. analyses/organism.toml uses 32 prompts
+        # per sweep level, 20 steps, 16 search prompts, 96 confirmation prompts, 200 + 50 controls.
         MODEL = "builtin:tiny-shapes"
         DEVICE = "cpu"
         SEED = 0
         COMPONENT, METHOD = "text_encoder", "magnitude"  # what the sweep prunes, and how
-        N_PROMPTS = 16  # prompts per sweep level (and per isolation test)
+        N_PROMPTS = 16  # prompts per sweep level (the search split)
         STEPS = 10  # denoising steps per image
         START, STOP, STEP = 0.0, 0.9, 0.1  # the sweep's uniform grid
-        REFINE = 0.025  # bisect sudden collapses down to this resolution
-        PREFERRED = ("position", "shape", "color", "size")  # isolate the first that collapses suddenly; at this scale
-        # position isolates within the test budget, while shape and color need more tests than it allows
-        N_CONTROLS = 20  # random control sets (20 is the fewest that can give p < 0.05)
+        REFINE = 0.025  # bisect collapses down to this resolution
+        PREFERRED = ("position", "shape", "color", "size")  # isolate the first that collapses suddenly
+        N_CONFIRM = 48  # confirmation prompts: fresh prompts and seeds
+        EFFECT = 0.25  # the effect this small split can detect with 80% power (the study's 96 prompts: 0.10)
+        N_CONTROLS, N_MATCHED = 100, 20  # the most controls per direction (sequential: fewer when the set looks null)
         MAX_EVALUATIONS = 150  # test budget of the search
         N_SHOW = 6  # prompts shown in the image comparison
         """),
@@ -269,9 +272,10 @@ CRITICAL = [
         import torch
 
         import sdprobe
+        from sdprobe.evidence import ConfirmConfig
         from sdprobe.generate import GenerationConfig, generate
-        from sdprobe.isolate import (NothingToIsolate, SearchBudgetExceeded, collapse_bracket, isolate,
-                                     load_critical_set, load_summary, sudden_meanings)
+        from sdprobe.isolate import (IsolationConfig, NothingToIsolate, SearchBudgetExceeded, isolate,
+                                     load_critical_set, load_summary, resolve_window, sudden_meanings)
         from sdprobe.prune import prune
         from sdprobe.world import read_batch
         """),
@@ -280,7 +284,7 @@ CRITICAL = [
         ## 1. A sweep with a sudden collapse
 
         The same kind of sweep as in the quickstart: the text encoder pruned by magnitude, refined around every
-        sudden drop so that the bracket `(s_lo, s_hi)` is narrow, which keeps the candidate set small.
+        sudden drop, so that the transition `(s_hold, s_fail)` is measured closely.
         """),
     ("code", """
         pipe = sdprobe.load_pipeline(MODEL, device=DEVICE)
@@ -293,63 +297,70 @@ CRITICAL = [
         workdir = tempfile.TemporaryDirectory(prefix="sdprobe-critical-")  # removed when the kernel stops
         run = sdprobe.run_sweep(pipe, config, Path(workdir.name) / "te-magnitude")
         thresholds = sdprobe.run_thresholds(run.path)
-        thresholds[["metric", "kind", "threshold", "ci_low", "ci_high", "s_lo", "s_hi", "drop"]].round(3)
+        thresholds[["metric", "kind", "threshold", "ci_low", "ci_high", "s_hold", "s_fail", "drop"]].round(3)
         """),
     ("md", """
-        ## 2. Isolate the critical set of one meaning
+        ## 2. Search a critical set, then confirm it on fresh prompts
 
-        `isolate` reads everything it needs from the run directory (the bracket, the masks, the prompts and seeds)
-        and writes the set to `critical/<meaning>/`. It can fail for a meaning whose accuracies, measured again on
-        the isolation prompts, do not cross the bar between `s_lo` and `s_hi` (`NothingToIsolate`), or whose search
-        needs more tests than the budget (`SearchBudgetExceeded`); then we try the next meaning.
+        `isolate` reads everything it needs from the run directory (the window, the masks, the search prompts and
+        seeds), draws the confirmation split, and writes the set to `critical/<meaning>/` (`set.json` is the
+        shareable set file). It refuses sizes that cannot give the evidence asked for (`DesignError`), and it can
+        find nothing on the search split (`NothingToIsolate`) or run out of its test budget
+        (`SearchBudgetExceeded`); then we try the next meaning.
         """),
     ("code", """
         sudden = [m for m in PREFERRED if m in sudden_meanings(run)]
         print("meanings with a sudden collapse:", sudden or "none")
+        iso = IsolationConfig(n_confirm=N_CONFIRM, effect=EFFECT, max_evaluations=MAX_EVALUATIONS, seed=SEED,
+                              confirm=ConfirmConfig(n_controls=N_CONTROLS, n_matched=N_MATCHED, seed=SEED))
 
         MEANING, critical = None, None
         for meaning in sudden:
             try:
-                critical = isolate(run.path, meaning, pipe, n_controls=N_CONTROLS, seed=SEED,
-                                   max_evaluations=MAX_EVALUATIONS)
+                critical = isolate(run.path, meaning, pipe, config=iso)
             except (NothingToIsolate, SearchBudgetExceeded) as exc:
-                print(f"{meaning}: not isolated: {exc}")
+                print(f"{meaning}: no set found on the search split: {exc}")
                 continue
             MEANING = meaning
             break
         if MEANING is None:
-            print("No critical set was found at this scale, so the cells below have nothing to show. Raise "
-                  "N_PROMPTS, STEPS or MAX_EVALUATIONS in the first cell.")
+            print("No set was found on the search split at this scale, so the cells below have nothing to show. "
+                  "Raise N_PROMPTS, STEPS or MAX_EVALUATIONS in the first cell.")
         """),
     ("md", """
-        The summary (`critical/<meaning>/summary.json`) holds the evidence: how many of the candidates the set
-        keeps, its effect (the accuracy drop its removal causes at `s_lo`), whether it breaks and restores the
-        meaning, its p-value against the random controls, its *selectivity* (how much the other meanings drop when
-        it is removed) and *where* its weights live.
+        The summary (`critical/<meaning>/summary.json`) files every number under the split it comes from. The
+        verdict is `critical` only when necessity and sufficiency both beat their controls after the correction;
+        otherwise it is `no replicable critical set`, which is a finding too.
         """),
     ("code", """
         if MEANING is not None:
             summary = load_summary(run.path, MEANING)
-            keys = ["meaning", "s_lo", "s_hi", "n_candidates", "size", "fraction_of_candidates", "bar", "effect",
-                    "breaks", "restores", "control_mean", "p_value", "beats_all_controls", "evaluations"]
-            display(pd.Series({k: summary[k] for k in keys}, name="critical set").to_frame())
-            display(pd.DataFrame({"selectivity (accuracy drop)": summary["selectivity"]}).round(3))
+            print(f"{MEANING}: {summary['verdict']} ({summary['size']} of {summary['n_candidates']} candidates, "
+                  f"window {summary['window']['start']}..{summary['window']['stop']})")
+            conf = summary["confirmation"]
+            cols = ["effect", "ci_low", "ci_high", "effect_images", "fraction", "p_value", "p_adjusted", "n_controls",
+                    "control_mean", "matched_p"]
+            display(pd.DataFrame({d: {k: conf[d][k] for k in cols} for d in ("necessity", "sufficiency")}).T.round(4))
+            display(pd.DataFrame({"selectivity (confirmation accuracy drop)": conf["selectivity"]}).round(3))
+            display(pd.Series(summary["design"], name="power calculation").to_frame())
             display(pd.DataFrame({"weights": summary["where"]}))
         """),
     ("md", """
-        How the set compares with its controls: each grey bar counts random sets by the accuracy drop their
-        removal caused; the red line is the critical set's drop.
+        How the set compares with its controls on the confirmation split: each grey bar counts random sets by their
+        effect; the red line is the set's own.
         """),
     ("code", """
         if MEANING is not None:
-            fig, ax = plt.subplots(figsize=(6, 3))
-            controls = summary["control_effects"]
-            ax.hist(controls, bins=10, color="0.6", label=f"{len(controls)} random sets")
-            ax.axvline(summary["effect"], color="C3", linewidth=2, label=f"critical set ({summary['size']} weights)")
-            ax.set_xlabel(f"{MEANING} accuracy drop when the set is removed at s_lo")
-            ax.set_ylabel("sets")
-            ax.set_title(f"p = {summary['p_value']:.3g}")
-            ax.legend()
+            controls = pd.read_csv(run.path / "critical" / MEANING / "controls.csv")
+            fig, axes = plt.subplots(1, 2, figsize=(10, 3))
+            for ax, d in zip(axes, ("necessity", "sufficiency")):
+                c = controls[(controls["direction"] == d) & (controls["family"] == "random")]["effect"]
+                ax.hist(c, bins=10, color="0.6", label=f"{len(c)} random sets")
+                ax.axvline(conf[d]["effect"], color="C3", linewidth=2, label=f"the set ({summary['size']} weights)")
+                ax.set_xlabel(f"{d} effect on {MEANING} (share of confirmation images)")
+                ax.set_ylabel("sets")
+                ax.set_title(f"p = {conf[d]['p_value']:.3g} raw, {conf[d]['p_adjusted']:.3g} Holm")
+                ax.legend()
             plt.show()
         """),
     ("md", """
@@ -365,23 +376,24 @@ CRITICAL = [
         ## 3. Load the set back and look at the images
 
         `load_critical_set` returns `{qualified weight name: flat indices}`, the form `ProgressiveMask.override`
-        takes. We rebuild the sweep's mask with `prune` (same component, same method), move it to `s_lo`, and
-        generate the run's first prompts in five states:
+        takes. We rebuild the sweep's mask with `prune` (same component, same method), move it to `s_hold`, and
+        generate the confirmation split's first prompts in five states:
 
-        * `s_lo`: the meaning holds;
-        * `s_lo` with the **critical set** removed: it should break;
-        * `s_lo` with a **random set** removed: the same number of candidates from each tensor; it should not;
-        * `s_hi`: the meaning is broken;
-        * `s_hi` with the critical set **restored**: it should come back.
+        * `s_hold`: the meaning holds;
+        * `s_hold` with the **set** removed: it breaks if the set is necessary;
+        * `s_hold` with a **random set** removed: the same number of candidates from each tensor;
+        * `s_fail`: the meaning is broken;
+        * `s_fail` with the set **restored**: it comes back if the set is sufficient.
 
         Every change is undone when the `with` blocks end, so `pipe` is dense again afterwards.
         """),
     ("code", """
         if MEANING is not None:
             indices = load_critical_set(run.path, MEANING)
-            s_lo, s_hi = collapse_bracket(run, MEANING)
-            table = run.results().drop_duplicates("index").sort_values("index")
-            prompts, seeds = table["prompt"].tolist(), table["seed"].tolist()
+            window = resolve_window(run, MEANING)
+            s_lo, s_hi = window["start"], window["stop"]
+            split = critical.splits["confirmation"]
+            prompts, seeds = list(split.prompts[:16]), list(split.seeds[:16])
             generator = torch.Generator().manual_seed(SEED)
 
             states = {}
@@ -393,15 +405,15 @@ CRITICAL = [
                 for name, idx in indices.items():
                     pick = torch.randperm(len(candidates[name]), generator=generator)[: len(idx)]
                     random_set[name] = candidates[name][pick]
-                states[f"s_hi = {s_hi:.3f}"] = generate(pipe, prompts, seeds, generation)
+                states[f"s_fail = {s_hi:.3f}"] = generate(pipe, prompts, seeds, generation)
                 with mask.override(restore=indices):
-                    states["s_hi, set restored"] = generate(pipe, prompts, seeds, generation)
+                    states["s_fail, set restored"] = generate(pipe, prompts, seeds, generation)
                 mask.set_sparsity(s_lo)
-                states[f"s_lo = {s_lo:.3f}"] = generate(pipe, prompts, seeds, generation)
+                states[f"s_hold = {s_lo:.3f}"] = generate(pipe, prompts, seeds, generation)
                 with mask.override(prune=indices):
-                    states["s_lo, set removed"] = generate(pipe, prompts, seeds, generation)
+                    states["s_hold, set removed"] = generate(pipe, prompts, seeds, generation)
                 with mask.override(prune=random_set):
-                    states["s_lo, random set removed"] = generate(pipe, prompts, seeds, generation)
+                    states["s_hold, random set removed"] = generate(pipe, prompts, seeds, generation)
 
             metric = sdprobe.OracleMetric()
             scores = {state: metric.score(prompts, images) for state, images in states.items()}  # one row per image
@@ -410,12 +422,12 @@ CRITICAL = [
         """),
     ("md", """
         The images, one row per state. The columns are the prompts whose reading of the meaning the critical set
-        changes at `s_lo` first, then others; below each image is what the oracle reads.
+        changes at `s_hold` first, then others; below each image is what the oracle reads.
         """),
     ("code", """
         if MEANING is not None:
-            order = [f"s_lo = {s_lo:.3f}", "s_lo, set removed", "s_lo, random set removed",
-                     f"s_hi = {s_hi:.3f}", "s_hi, set restored"]
+            order = [f"s_hold = {s_lo:.3f}", "s_hold, set removed", "s_hold, random set removed",
+                     f"s_fail = {s_hi:.3f}", "s_fail, set restored"]
             read = {state: [v if isinstance(v, str) else "unreadable" for v in scores[state][f"read_{MEANING}"]]
                     for state in order}
             changed = [i for i in range(len(prompts)) if read[order[0]][i] != read[order[1]][i]]
@@ -441,7 +453,10 @@ CRITICAL = [
         ## Where next
 
         * From the command line: `sdprobe isolate RUN_DIR --meaning all` isolates every meaning with a sudden
-          collapse and writes their pairwise overlaps; `sdprobe report RUN_DIR` shows them.
+          collapse, corrects every test of the run together and writes their overlaps; `sdprobe report RUN_DIR`
+          shows them.
+        * `sdprobe isolate --replicate RUN_DIR/critical/<meaning>/set.json` re-tests a saved set on prompts and
+          seeds it has never been judged on, with fresh controls.
         * `04_attribution.ipynb` asks the same question from the gradient side: which weights does captum's
           saliency point to, and do they overlap the critical set?
 
