@@ -137,14 +137,22 @@ def write_critical(path: Path, meaning: str, names: list[tuple[str, str, str]], 
                              "score": float(rng.random())} for k in picked])
     where = (weights["component"] + "/" + weights["role"]).value_counts().to_dict()
     others = {o: float(rng.uniform(0, 0.1)) for o in MEANINGS if o != meaning}
+    direction = {"n_images": 96, "effect": 0.2, "effect_images": 19.2, "ci_low": 0.1, "ci_high": 0.3, "fraction": 0.4,
+                 "fraction_low": 0.2, "fraction_high": 0.6, "p_value": 1 / 201, "p_adjusted": 4 / 201,
+                 "n_controls": len(controls), "control_mean": float(np.mean(controls)), "stopped_early": False,
+                 "matched_p": 1 / 51, "n_matched": 50, "matched_mean": 0.01}
     write_json(path / "summary.json", {
-        "meaning": meaning, "s_lo": s - 0.05, "s_hi": s + 0.05, "n_candidates": 5000, "size": size,
-        "fraction_of_candidates": size / 5000, "effect": 0.8, "bar": 0.5, "breaks": True, "restores": True,
-        "control_effects": controls, "p_value": 1 / 21, "beats_all_controls": True, "evaluations": 14,
-        "candidate_groups": 6, "selectivity": others, "where": {str(k): int(v) for k, v in where.items()}})
+        "meaning": meaning, "verdict": "critical", "window": {"kind": "transition", "start": s - 0.05, "stop": s + 0.05},
+        "n_candidates": 5000, "size": size, "fraction_of_candidates": size / 5000, "where": {str(k): int(v) for k, v in where.items()},
+        "design": {"alpha": 0.05, "tests": 4, "tests_in_family": 4, "mde": 0.09, "target_power": 0.8},
+        "confirmation": {"split": "confirmation", "n_prompts": 96, "selectivity": others,
+                         "necessity": {"direction": "necessity", **direction},
+                         "sufficiency": {"direction": "sufficiency", **direction}},
+        "search": {"split": "search", "n_prompts": 16, "bar": 0.5, "evaluations": 14, "candidate_groups": 6}})
     _write_csv(path / "weights.csv", weights)
-    _write_csv(path / "controls.csv", pd.DataFrame({"control": range(len(controls)), "effect": controls,
-                                                    **{o: 0.9 for o in MEANINGS}}))
+    _write_csv(path / "controls.csv", pd.DataFrame([{"direction": d, "family": "random", "control": i, "effect": e}
+                                                     for d in ("necessity", "sufficiency")
+                                                     for i, e in enumerate(controls)]))
 
 
 def write_bias(path: Path, state: str = "finished", seed: int = 0) -> Path:

@@ -8,6 +8,7 @@ import json
 import numpy as np
 import pandas as pd
 import pytest
+import torch
 
 from sdprobe.cli import main
 from sdprobe.errors import RunError
@@ -174,3 +175,35 @@ def test_isolate_all_reports_skipped_meanings(tmp_path, tiny_organism):
     assert list(pd.read_csv(root / "overlaps.csv").columns) == ["meaning_a", "meaning_b", "size_a", "size_b",
                                                                "intersection", "jaccard", "windows_overlap"]
     assert list(pd.read_csv(root / "where.csv").columns) == ["meaning", "component", "role", "count"]
+
+
+def test_replicate_retests_a_saved_set_on_new_prompts_and_refuses_other_models(tmp_path, tiny_organism):
+    from sdprobe.evidence import SetFileError, WeightSet, read_set_file, write_set_file
+    from sdprobe.isolate import replicate
+
+    run = make_run(tmp_path / "run")
+    dense = state_hash(tiny_organism)
+    with open_session(run.path, pipe=tiny_organism) as session:
+        cands, _ = candidates_between(session, S_LO, S_HI)
+        some = cands.to_dict(np.arange(3))
+        shapes = {n: tuple(session.refs[n].weight.shape) for n in some}
+    search = run_split(run)
+    ws = WeightSet(kind="critical", model="builtin:tiny-shapes", meaning="color", method="magnitude",
+                   sweep=run.config(), window={"kind": "given", "start": S_LO, "stop": S_HI}, weights=some,
+                   shapes=shapes, splits={"search": search})
+    path = write_set_file(tmp_path / "set.json", ws)
+    result = replicate(path, pipe=tiny_organism, n_confirm=3, pool=POOL, confirm=ConfirmConfig(n_controls=5, n_matched=2),
+                       progress=False)
+    assert state_hash(tiny_organism) == dense
+    assert set(result.directions) == {"necessity", "sufficiency"} and len(result.split) == 3
+    assert not set(result.split.prompts) & set(PROMPTS) and not set(result.split.seeds) & {11, 22}
+    assert result.verdict in ("critical", "no replicable critical set")
+    assert all(r.n_controls >= 1 and not np.isnan(r.p_adjusted) for r in result.directions.values())
+    # a set naming tensors the model does not have is refused, naming them
+    other = read_set_file(path)
+    other.weights = {"text_encoder.nowhere.weight": torch.tensor([0])}
+    other.shapes = {"text_encoder.nowhere.weight": (4, 4)}
+    write_set_file(tmp_path / "other.json", other)
+    with pytest.raises(SetFileError, match="nowhere.weight.*not in"):
+        replicate(tmp_path / "other.json", pipe=tiny_organism, n_confirm=3, pool=POOL, progress=False)
+    assert state_hash(tiny_organism) == dense

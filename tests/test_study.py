@@ -18,7 +18,8 @@ def _tiny_config(model: str) -> StudyConfig:
             {"name": "unet-random", "components": {"unet": {"selectors": ["unet.attn2"]}},
              "method": "random", "start": 0.0, "stop": 0.6, "step": 0.3, "refine": 0},
         ],
-        "isolation": {"sweep": "te-magnitude", "controls": 20, "max_prompts": 2, "max_evaluations": 10},
+        "isolation": {"sweep": "te-magnitude", "search_prompts": 2, "confirm_prompts": 8, "effect": 0.9, "matched": 2,
+                      "max_evaluations": 10},
         "bias": False,
         "attribution": False,
     })

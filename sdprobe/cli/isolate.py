@@ -84,7 +84,9 @@ def add_parser(sub) -> None:
     p.add_argument("--bar", type=_share, default=None,
                    help="search-split accuracy below which the meaning counts as broken (default: halfway between "
                         "the accuracy at the window's two ends)")
-    p.add_argument("--seed", type=int, default=0, help="seed of the confirmation split and the controls (default: 0)")
+    p.add_argument("--seed", type=int, default=None,
+                   help="seed of the confirmation split and the controls (default: 0; with --replicate: 1, so the "
+                        "new split differs from the one the set was confirmed on)")
     p.add_argument("--levels", type=_levels, default=("tensor", "row", "weight"),
                    help="search hierarchy, coarse to fine (default: tensor,row,weight)")
     p.add_argument("--prior", choices=PRIORS, default=None,
@@ -121,7 +123,7 @@ def _replicate(args: argparse.Namespace) -> int:
 
     if args.run_dir is not None or args.meaning is not None:
         raise ValueError("--replicate re-tests a set file; give no RUN_DIR and no --meaning with it")
-    seed = args.seed if args.seed else 1
+    seed = 1 if args.seed is None else args.seed
     result = replicate(args.replicate, args.model, n_confirm=args.confirm, seed=seed,
                        confirm=ConfirmConfig(n_controls=args.controls, n_matched=args.matched, seed=seed),
                        alpha=args.alpha, pool=_read_prompts(args.confirm_prompts), device=args.device or "cpu")
@@ -144,11 +146,12 @@ def run(args: argparse.Namespace) -> int:
         raise ValueError("--model goes with --replicate; an isolation uses its run's model")
     if args.matched < 0:
         raise ValueError(f"--matched must be 0 or more, got {args.matched}")
+    seed = 0 if args.seed is None else args.seed
     config = IsolationConfig(
         window=args.window, n_search=args.search, n_confirm=args.confirm,
-        confirm=ConfirmConfig(n_controls=args.controls, n_matched=args.matched, seed=args.seed), alpha=args.alpha,
+        confirm=ConfirmConfig(n_controls=args.controls, n_matched=args.matched, seed=seed), alpha=args.alpha,
         power=args.power, effect=args.effect, bar=args.bar, levels=args.levels, prior=args.prior,
-        max_evaluations=args.max_evaluations, seed=args.seed)
+        max_evaluations=args.max_evaluations, seed=seed)
     pool = _read_prompts(args.confirm_prompts)
     overlaps, skipped = None, {}
     if args.meaning == ALL:

@@ -262,9 +262,11 @@ def _set_file(session: Session, cs: CriticalSet, metric) -> WeightSet:
     from sdprobe.isolate.store import evidence_of
 
     shapes = {n: tuple(session.refs[n].weight.shape) for n in cs.indices()}
+    swept = run_split(session.run)
+    splits = {**cs.splits, "sweep": Split("sweep", swept.prompts, swept.seeds)}  # what chose the window, too
     return WeightSet(kind="critical", model=session.config.model, meaning=cs.meaning, method=session.config.method,
                      sweep=session.run.config(), window=cs.window, weights=cs.indices(), shapes=shapes,
-                     splits=cs.splits, metric=getattr(metric, "name", "metric"), evidence=evidence_of(cs.summary()),
+                     splits=splits, metric=getattr(metric, "name", "metric"), evidence=evidence_of(cs.summary()),
                      verdict=cs.verdict)
 
 
