@@ -207,3 +207,27 @@ def test_replicate_retests_a_saved_set_on_new_prompts_and_refuses_other_models(t
     with pytest.raises(SetFileError, match="nowhere.weight.*not in"):
         replicate(tmp_path / "other.json", pipe=tiny_organism, n_confirm=3, pool=POOL, progress=False)
     assert state_hash(tiny_organism) == dense
+
+
+@pytest.mark.slow
+def test_organism_negative_control_a_window_without_collapse_yields_no_set(tmp_path, capsys):
+    """On the trained organism, the text encoder at 0.10..0.15 keeps every meaning: isolation must say that
+    nothing replicates (here: nothing is even found on the search split), not invent a set."""
+    from sdprobe.models import load_pipeline
+    from sdprobe.world import format_prompt, sample_specs
+
+    prompts = [format_prompt(s) for s in sample_specs(8, np.random.default_rng(0))]
+    config = SweepConfig(components={"text_encoder": ComponentPlan(["text_encoder"])}, stop=0.5, prompts=prompts,
+                         generation=GenerationConfig(steps=10, guidance=2.0, batch_size=8))
+    run = RunDir.open_or_create(tmp_path / "run", {**config.to_dict(), "higher_is_better": {"color": True}})
+    run.write_level(0.0, pd.DataFrame({"level": 0.0, "prompt": prompts, "seed": list(range(8)), "index": range(8),
+                                       "color": 1.0}))
+    run.finish()
+    pd.DataFrame({"metric": ["color"], "kind": ["none"], "threshold": [np.nan], "s_lo": [0.5], "s_hi": [np.nan],
+                  "s_hold": [np.nan], "s_fail": [np.nan]}).to_csv(run.path / THRESHOLDS, index=False)
+    pipe = load_pipeline("builtin:tiny-shapes", device="cpu")
+    pool = [format_prompt(s) for s in sample_specs(64, np.random.default_rng(1))]
+    cfg = IsolationConfig(window=(0.10, 0.15), n_confirm=16, effect=0.5, confirm=ConfirmConfig(n_matched=5))
+    with pytest.raises(NothingToIsolate, match="on the search split"):
+        isolate(run.path, "color", pipe=pipe, config=cfg, confirm_pool=pool, progress=False)
+    assert not (run.path / "critical" / "color" / "summary.json").exists()
