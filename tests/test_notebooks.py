@@ -23,8 +23,8 @@ KERNEL = "python3"  # the kernel of the environment that runs the tests (ipykern
 CELL_TIMEOUT_S = 900  # per cell; generous, because a busy machine runs the largest cell (isolation) many times slower
 NOTEBOOK_TIMEOUT_S = 1800  # per notebook, over pyproject's default test timeout for the same reason
 MODEL_LINE = 'MODEL = "builtin:tiny-shapes"'
-PUBLIC_MODULES = ("sdprobe", "sdprobe.attribution", "sdprobe.bias", "sdprobe.evidence", "sdprobe.generate", "sdprobe.isolate",
-                  "sdprobe.prune", "sdprobe.thresholds", "sdprobe.world")
+PUBLIC_MODULES = ("sdprobe", "sdprobe.attribution", "sdprobe.bias", "sdprobe.evidence", "sdprobe.generate",
+                  "sdprobe.isolate", "sdprobe.prune", "sdprobe.thresholds", "sdprobe.world")
 ORGANISM = BUILTINS["tiny-shapes"]
 
 
