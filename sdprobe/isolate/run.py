@@ -422,9 +422,18 @@ def isolate_all(run_dir: Path, meanings: Sequence[str] | None = None, pipe=None,
             raise ValueError(f"unknown meaning {m!r}; valid: {', '.join(known)}, all")
     if not wanted:
         raise RunError(f"no meaning collapses suddenly in {run.path} (see its thresholds.csv); nothing to isolate")
+    skipped = {}
+    for m in wanted:
+        try:
+            resolve_window(run, m, config.window)
+        except RunError as exc:
+            skipped[m] = str(exc)
+    wanted = [m for m in wanted if m not in skipped]
+    if not wanted:
+        raise RunError(f"nothing to isolate in {run.path}: " + "; ".join(skipped.values()))
     tests = _family_size(run, wanted, known)
     check_design(config, tests)
-    sets, skipped = {}, {}
+    sets = {}
     with open_session(run_dir, pipe, config.prior, config.n_search, device) as session:
         for m in wanted:
             try:

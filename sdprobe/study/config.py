@@ -39,7 +39,8 @@ class SweepSpec:
 @dataclass
 class IsolationSpec:
     sweep: str = "te-magnitude"  # the sweep whose collapses are isolated
-    meanings: list[str] | None = None  # None: every meaning that collapses suddenly
+    meanings: list[str] | None = field(default_factory=lambda: ["color"])  # None: every sudden meaning. One set that
+    # replicates costs 2 x (200 + 50) confirmation evaluations, so the default study isolates one meaning
     window: str = "transition"  # candidates: s_hold..s_fail of the collapse ("transition") or s_lo..s_hi ("bracket")
     search_prompts: int | None = 16  # search-split prompts (the sweep's first ones); None: all
     confirm_prompts: int = 96  # confirmation-split prompts, fresh prompts and seeds (>= 80% power, see the README)
