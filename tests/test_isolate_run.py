@@ -16,7 +16,8 @@ from sdprobe.generate import GenerationConfig
 from sdprobe.evidence import ConfirmConfig, Split
 from sdprobe.isolate import IsolationConfig, NothingToIsolate, isolate, isolate_all, resolve_window, sudden_meanings
 from sdprobe.isolate.evaluator import MaskEvaluator
-from sdprobe.isolate.run import DesignError, candidates_between, open_session, run_split
+from sdprobe.isolate.run import DesignError
+from sdprobe.isolate.session import candidates_between, open_session, run_split
 from sdprobe.metrics import OracleMetric
 from sdprobe.isolate.store import split_by_component
 from sdprobe.runs import THRESHOLDS, RunDir

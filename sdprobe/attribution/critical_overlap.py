@@ -41,7 +41,7 @@ def overlap_with_run(run_dir: Path, pipe, head, meanings: Sequence[str], prompts
     Returns:
         tuple[pd.DataFrame, pd.DataFrame]: ``weights.csv`` rows and ``overlap.csv`` rows.
     """
-    from sdprobe.isolate.run import candidates_between, open_session
+    from sdprobe.isolate.session import candidates_between, open_session
     from sdprobe.isolate.store import load_critical_set, load_summary
 
     tables, overlaps = [], []

@@ -11,8 +11,8 @@ run. A set is ``critical`` only when both directions pass; otherwise the verdict
 Modules: ``config`` (:class:`IsolationConfig`), ``candidates`` (the universe and its tensor -> row -> weight
 hierarchy), ``search`` (the pure search), ``log`` (resumable evaluation cache), ``critical`` (one meaning end to
 end on two callbacks), ``evaluator`` (masks + generation + a meaning metric), ``store`` (files, the run's test
-family, :func:`load_critical_set`), ``run`` (run directories, :func:`isolate`, :func:`isolate_all`),
-``replicate`` (re-test a saved set file on new prompts and seeds).
+family, :func:`load_critical_set`), ``session`` (a sweep run opened for isolation: windows, search split, masks,
+candidates), ``run`` (:func:`isolate`, :func:`isolate_all`), ``replicate`` (re-test a saved set file on new prompts and seeds).
 
 Example:
     >>> from sdprobe.isolate import IsolationConfig, isolate, load_critical_set
@@ -25,14 +25,10 @@ from sdprobe.isolate.config import WINDOWS, IsolationConfig
 from sdprobe.isolate.critical import CRITICAL, NOT_REPLICATED, CriticalSet, adjust, isolate_meaning, jaccard, midpoint_bar
 from sdprobe.isolate.log import CachedEvaluator, EvaluationLog, subset_key
 from sdprobe.isolate.replicate import Replication, replicate
-from sdprobe.isolate.run import (
-    DesignError,
-    IsolationReport,
+from sdprobe.isolate.run import DesignError, IsolationReport, check_design, isolate, isolate_all
+from sdprobe.isolate.session import (
     Session,
     candidates_between,
-    check_design,
-    isolate,
-    isolate_all,
     open_session,
     resolve_window,
     run_split,

@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field
-from typing import Sequence
 
 from sdprobe.evidence.confirm import ConfirmConfig
 from sdprobe.isolate.candidates import LEVELS

@@ -26,7 +26,7 @@ from sdprobe.evidence import (
 from sdprobe.isolate.critical import verdict_of
 from sdprobe.isolate.evaluator import MaskEvaluator
 from sdprobe.isolate.log import CachedEvaluator, EvaluationLog
-from sdprobe.isolate.run import default_metric, masks_for, window_candidates
+from sdprobe.isolate.session import default_metric, masks_for, window_candidates
 
 log = logging.getLogger(__name__)
 DEFAULT_SEED = 1  # replication split seed; differs from the isolation default so the split is new
