@@ -40,7 +40,6 @@ log = logging.getLogger(__name__)
 Search = Callable[[np.ndarray], dict[str, float]]
 Confirm = Callable[[np.ndarray], dict[str, np.ndarray]]
 CRITICAL, NOT_REPLICATED = "critical", "no replicable critical set"
-STATES = ("hold", "fail", "removed", "restored")  # base, base ∪ U, base ∪ K, base ∪ (U \ K)
 
 
 def verdict_of(confirmation: dict[str, dict], alpha: float) -> str:

@@ -10,7 +10,7 @@ Example:
 from __future__ import annotations
 
 import contextlib
-from typing import Mapping, Sequence
+from typing import Callable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -66,7 +66,7 @@ class MaskEvaluator:
         return {k: table[k].to_numpy(dtype=float) for k in self.meanings if k in table}
 
 
-def mean_scores(evaluate) -> "callable":
+def mean_scores(evaluate: Callable[[np.ndarray], dict]) -> Callable[[np.ndarray], dict[str, float]]:
     """Wrap a per-image evaluator into one that returns each meaning's NaN-mean (what a search compares)."""
     def means(ids: np.ndarray) -> dict[str, float]:
         out = {}
