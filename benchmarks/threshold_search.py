@@ -9,7 +9,7 @@ and unreadable rate):
   down to ``--resolution`` (:func:`sdprobe.sweep.run_sweep` with ``refine``).
 
 For each it reports the evaluated levels and generated images, and the threshold of every meaning
-(:func:`sdprobe.thresholds.thresholds_table`). It prints how many times fewer images the refined sweep needed
+(:func:`sdprobe.thresholds.run_thresholds`, the largest event of each). It prints how many times fewer images the refined sweep needed
 (target >= 5x) and whether each refined threshold lands within +-resolution of the grid's (a meaning that does not
 collapse must be "none" in both).
 
@@ -42,7 +42,7 @@ from sdprobe.generate import GenerationConfig
 from sdprobe.models import load_pipeline
 from sdprobe.runs import RunDir
 from sdprobe.sweep import ComponentPlan, SweepConfig, run_sweep
-from sdprobe.thresholds import thresholds_table
+from sdprobe.thresholds import largest, run_thresholds
 from sdprobe.world import MEANINGS
 
 TARGET_RATIO = 5.0  # the refined sweep should need at least this many times fewer generations
@@ -60,11 +60,12 @@ def sweep_config(args: argparse.Namespace, step: float, refine: float | None) ->
 
 
 def thresholds(run: RunDir, n_boot: int) -> pd.DataFrame:
-    """The collapse table of a finished sweep, indexed by metric."""
+    """The headline (largest) event of every oracle quantity of a finished sweep, indexed by metric; each metric
+    is judged with its declared direction and floor, as ``sdprobe thresholds`` does."""
     table = run.results()
     metrics = [m for m in QUANTITIES if m in table.columns and table[m].notna().any()]
-    directions = run.config()["higher_is_better"]
-    return thresholds_table(table, metrics, {m: directions[m] for m in metrics}, n_boot=n_boot).set_index("metric")
+    found = run_thresholds(run.path, metrics, n_boot=n_boot, write=False)
+    return largest(found).set_index("metric")
 
 
 def agree(grid: pd.Series, refined: pd.Series, tolerance: float) -> bool:

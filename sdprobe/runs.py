@@ -8,6 +8,7 @@ A sweep run directory holds::
     levels/<L>.parquet    one file per evaluated level L (``level_name``): one row per generated image
     results.parquet/.csv  all levels together, written when the sweep finishes
     layers.csv            per-tensor sparsity at every evaluated level (for heatmaps)
+    sets.csv              per-set metrics (FID, KID): one row per level, each value with its ``<name>_se``
     samples.json          the fixed sample prompts and seeds
     samples/<L>.png       image strip of the sample prompts at level L (one column per prompt)
     thresholds.csv        collapse thresholds per metric (``sdprobe thresholds``)
@@ -36,6 +37,7 @@ from sdprobe.io import atomic_write_bytes, read_json, write_json
 CONFIG, ENVIRONMENT, STATUS = "config.json", "environment.json", "status.json"
 LEVELS_DIR, SAMPLES_DIR = "levels", "samples"
 RESULTS, RESULTS_CSV, LAYERS, SAMPLES, THRESHOLDS = "results.parquet", "results.csv", "layers.csv", "samples.json", "thresholds.csv"
+SETS = "sets.csv"
 CRITICAL_DIR = "critical"
 BOOKKEEPING = ("level", "sparsity_scope", "prompt", "seed", "index")  # non-metric columns of a results table
 
@@ -160,6 +162,11 @@ class RunDir:
         p = self.path / LAYERS
         return pd.read_csv(p) if p.exists() else None
 
+    def sets(self) -> pd.DataFrame | None:
+        """Per-set metrics, one row per level (``level`` and each quantity with its ``<name>_se``), or None."""
+        p = self.path / SETS
+        return pd.read_csv(p).sort_values("level").reset_index(drop=True) if p.exists() else None
+
     def thresholds(self) -> pd.DataFrame | None:
         p = self.path / THRESHOLDS
         return pd.read_csv(p) if p.exists() else None
@@ -175,14 +182,19 @@ class RunDir:
     def set_state(self, state: str) -> None:
         write_json(self.path / STATUS, {"state": state, "updated": now()})
 
-    def write_level(self, level: float, rows: pd.DataFrame, layers: pd.DataFrame | None = None) -> None:
-        """Write one finished level. The level file is written last, so it marks the level as done."""
-        if layers is not None:
-            layers = layers.assign(level=level)
-            old = self.layers()
-            if old is not None:
-                layers = pd.concat([old[old["level"].round(4) != round(level, 4)], layers])
-            atomic_write_bytes(self.path / LAYERS, layers.to_csv(index=False).encode())
+    def write_level(self, level: float, rows: pd.DataFrame, layers: pd.DataFrame | None = None,
+                    sets: dict[str, float] | None = None) -> None:
+        """Write one finished level (image rows, per-tensor sparsity, per-set metrics). The level file is written
+        last, so it marks the level as done."""
+        for name, table in ((LAYERS, layers), (SETS, None if not sets else pd.DataFrame([sets]))):
+            if table is None:
+                continue
+            table = table.assign(level=level)
+            p = self.path / name
+            if p.exists():
+                old = pd.read_csv(p)
+                table = pd.concat([old[old["level"].round(4) != round(level, 4)], table])
+            atomic_write_bytes(p, table.to_csv(index=False).encode())
         atomic_write_bytes(self.path / LEVELS_DIR / f"{level_name(level)}.parquet", rows.to_parquet(index=False))
 
     def finish(self) -> pd.DataFrame:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import math
 import urllib.error
 
 import numpy as np
@@ -12,9 +13,9 @@ import torchmetrics.image.fid
 from PIL import Image
 from torch import nn
 
-from sdprobe.metrics import aggregate
+from sdprobe.metrics import aggregate, set_quantities
 from sdprobe.metrics.clipscore import CLIPScoreMetric
-from sdprobe.metrics.fid import FIDMetric, load_inception
+from sdprobe.metrics.fid import FIDMetric, frechet_distance, load_inception
 from sdprobe.metrics.unreadable import UnreadableMetric, neighbour_correlation
 from sdprobe.models import ModelLoadError
 from sdprobe.world import Scene, render_batch
@@ -176,15 +177,24 @@ def test_fid_against_a_folder_of_real_images(tmp_path):
     assert first["kid"] == pytest.approx(direct["kid"], rel=1e-6)
 
 
-def test_fid_fits_the_per_image_interface():
+def test_fid_is_a_set_metric_with_a_bootstrap_standard_error():
     real, fake = _random_set(20, 0.2, 0.7, seed=7), _random_set(20, 0.25, 0.75, seed=8)
-    metric = FIDMetric(feature_extractor=ChannelMeans(), kid_subsets=3)
-    table = metric.score(["p"] * 20, fake, reference=real)
-    expected = metric.score_set(fake, reference=real)
-    assert isinstance(table, pd.DataFrame) and len(table) == 20
-    assert (table["fid"] == expected["fid"]).all() and (table["kid"] == expected["kid"]).all()
-    assert aggregate(table)["fid"] == pytest.approx(expected["fid"])
-    assert metric.higher_is_better == {"fid": False, "kid": False}
+    metric = FIDMetric(feature_extractor=ChannelMeans(), kid_subsets=3, n_boot=30)
+    result = metric.score_set(fake, reference=real)
+    assert metric.quantities["fid"].per == "set" and metric.quantities["fid"].scale == "log"
+    assert metric.higher_is_better == {"fid": False, "kid": False} and set_quantities(metric) == ["fid", "kid"]
+    assert not hasattr(metric, "score")  # never copied onto image rows
+    # the standard error is the spread of FID over resamples of the generated images, by the same formula
+    feats_r, feats_f = metric.features(real), metric.features(fake)
+    assert frechet_distance(*_moments(feats_r), *_moments(feats_f)) == pytest.approx(result["fid"], rel=1e-6)
+    assert 0 < result["fid_se"] < result["fid"]
+    assert result["kid_se"] == pytest.approx(result["kid_std"] / 3 ** 0.5)
+    assert math.isnan(FIDMetric(feature_extractor=ChannelMeans(), kid=False, n_boot=0).score_set(
+        fake, reference=real)["fid_se"])
+
+
+def _moments(features):
+    return features.mean(0), torch.cov(features.T)
 
 
 def test_fid_input_errors(tmp_path):

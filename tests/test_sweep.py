@@ -201,13 +201,14 @@ def test_refinement_brackets_the_known_collapse_to_the_resolution(tiny_organism,
 
 # -- resume and exact restore ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("k", [3, 10], ids=["during-grid", "mid-refinement-round"])
+@pytest.mark.parametrize("k", [3, 11], ids=["during-grid", "mid-refinement-round"])
 def test_resume_after_kill_matches_an_uninterrupted_run(tiny_organism, tmp_path, monkeypatch, k):
-    # generate calls: 1 = reference, 2..8 = the 7 grid levels, 9 and 10 = the first refinement round, which bisects
-    # both brackets (0.40, 0.45) and (0.50, 0.55); k = 10 kills the sweep between those two levels
+    # generate calls: 1 = reference, 2..9 = the 8 grid levels (the dense level 0 and 0.3..0.6), 10 and 11 = the first
+    # refinement round, which bisects both brackets (0.40, 0.45) and (0.50, 0.55); k = 11 kills the sweep between
+    # those two levels
     with_breaks_metric(monkeypatch, tiny_organism)
     config = tiny_config(start=0.3, stop=0.6, step=0.05, refine=RESOLUTION, metrics=["breaks", "distance"])
-    assert len(config.grid()) == 7
+    assert config.grid() == [0.0, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6]
     before = weights_hash(tiny_organism)
     whole = run_sweep(tiny_organism, config, tmp_path / "whole", progress=False)
     assert weights_hash(tiny_organism) == before

@@ -8,7 +8,7 @@ import pytest
 
 from sdprobe.cli import main
 from sdprobe.runs import RunDir
-from sdprobe.thresholds import metric_columns, thresholds_table
+from sdprobe.thresholds import metric_columns, run_thresholds, thresholds_table
 
 GRID = np.round(np.arange(0.0, 0.9001, 0.05), 4)
 
@@ -38,8 +38,24 @@ def test_csv_one_row_per_level_lower_is_better(tmp_path, capsys):
     row = pd.read_csv(tmp_path / "o.csv").iloc[0]
     assert row["kind"] == "sudden" and row["s_lo"] == 0.55 and row["s_hi"] == 0.6
     assert row["threshold"] == pytest.approx(0.575)
-    assert main(args) == 0  # read as higher-is-better the error only "improves": no collapse
+    assert "note: one value per level and no standard error: the interval is the bracket" in capsys.readouterr().out
+    assert main(args) == 0  # read as higher-is-better the error only "improves": no collapse, and a hint says why
     assert pd.read_csv(tmp_path / "o.csv").iloc[0]["kind"] == "none"
+    out = capsys.readouterr().out
+    assert "note: the metric improves along the sweep" in out and "--lower-is-better" in out
+
+
+def test_csv_set_level_metric_on_a_log_scale(tmp_path, capsys):
+    levels = np.round(np.arange(0.0, 0.9001, 0.025), 4)
+    fid = np.exp(np.log(18) + np.log(300 / 18) / (1 + np.exp(-(levels - 0.6) / 0.03)))
+    pd.DataFrame({"sparsity": levels, "fid": fid, "fid_se": 0.05 * fid}).to_csv(tmp_path / "fid.csv", index=False)
+    args = ["thresholds", "--csv", str(tmp_path / "fid.csv"), "--y", "fid", "--lower-is-better", "--n-boot", "200",
+            "--out", str(tmp_path / "o.csv")]
+    assert main(args + ["--log"]) == 0
+    row = pd.read_csv(tmp_path / "o.csv").iloc[0]
+    assert row["scale"] == "log" and row["ci_method"] == "normal+bracket" and abs(row["threshold"] - 0.6) < 0.0125
+    assert main(args) == 0
+    assert pd.read_csv(tmp_path / "o.csv").iloc[0]["threshold"] > row["threshold"] + 0.0125  # linear: late
 
 
 @pytest.mark.parametrize("extra, message", [
@@ -98,6 +114,24 @@ def test_run_dir_writes_thresholds_csv(tmp_path, capsys):
 
     assert main(["thresholds", str(run.path), "--metrics", "color", "--floors", "color=0.125", "--n-boot", "0"]) == 0
     assert list(run.thresholds()["metric"]) == ["color"] and run.thresholds().loc[0, "floor"] == 0.125
+
+
+def test_run_dir_uses_declared_floors_and_set_level_metrics(tmp_path):
+    run = RunDir.open_or_create(tmp_path / "run", {"method": "magnitude", "metrics": ["oracle", "fid"]})
+    rng = np.random.default_rng(0)
+    for lv in GRID:
+        fid = 18.0 if lv < 0.6 else 250.0
+        run.write_level(lv, pd.DataFrame({
+            "level": lv, "prompt": ["a red circle"] * 16, "seed": np.arange(16), "index": np.arange(16),
+            "color": (rng.random(16) < (0.9 if lv < 0.43 else 0.0)).astype(float)}),
+            sets={"fid": fid, "fid_se": 0.03 * fid, "n_images": 16})
+    assert "fid" not in run.results().columns  # stored once per level, not copied onto image rows
+    assert run.sets()["fid"].tolist()[0] == 18.0 and len(run.sets()) == len(GRID)
+    table = run_thresholds(run.path, n_boot=100).set_index("metric")
+    assert table.loc["color", "floor"] == pytest.approx(1 / 6) and table.loc["color", "floor_source"] == "given"
+    assert table.loc["fid", "scale"] == "log" and not table.loc["fid", "higher_is_better"]
+    assert table.loc["fid", "ci_method"] == "normal+bracket" and table.loc["fid", "kind"] == "sudden"
+    assert table.loc["fid", "s_lo"] == 0.55 and table.loc["fid", "s_hi"] == 0.6
 
 
 def test_run_dir_errors(tmp_path, capsys):

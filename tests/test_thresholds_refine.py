@@ -105,7 +105,7 @@ def ramp(lo: float, hi: float, top: float = 0.9, bottom: float = 0.1):
 
 
 def test_width_refinement_settles_the_kind_the_fine_grid_sees():
-    curve = ramp(0.53, 0.72)  # the transition (25% to 75% of the drop) spans 0.095 < max_width = 0.1
+    curve = ramp(0.53, 0.64)  # the transition (10% to 90% of the drop) spans 0.088 < max_width = 0.1
     table_of = lambda levels: pd.DataFrame({"level": levels, "color": [curve(s) for s in levels]})  # noqa: E731
     fine = detect(table_of(np.round(np.arange(0.0, 0.9001, RESOLUTION), 4)), x="level", y="color", seed_col=None)
     coarse = detect(table_of(GRID), x="level", y="color", seed_col=None)

@@ -23,6 +23,7 @@ from sdprobe.evidence import Split
 from sdprobe.isolate.candidates import CandidateSet
 from sdprobe.isolate.config import PRIORS
 from sdprobe.runs import RunDir
+from sdprobe.thresholds.table import largest
 
 COLLAPSES = ("sudden", "gradual")  # kinds with a window to search
 
@@ -43,10 +44,11 @@ def metric_meanings(metric) -> list[str]:
 
 
 def _thresholds(run: RunDir) -> pd.DataFrame:
+    """Each meaning's headline collapse (its largest event) from ``thresholds.csv``."""
     table = run.thresholds()
     if table is None:
         raise RunError(f"{run.path} has no thresholds.csv yet; run `sdprobe thresholds {run.path}` first")
-    return table
+    return largest(table)
 
 
 def sudden_meanings(run: RunDir, meanings: Sequence[str] | None = None) -> list[str]:

@@ -27,6 +27,7 @@ import pandas as pd
 import torch
 
 from sdprobe.generate import to_uint8
+from sdprobe.metrics.base import Quantity, directions
 from sdprobe.models import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -60,7 +61,8 @@ class CLIPScoreMetric:
     """
 
     name = "clipscore"
-    higher_is_better = {"clip_score": True}
+    quantities = {"clip_score": Quantity(True)}  # no universal floor: give the score of mismatched pairs
+    higher_is_better = directions(quantities)
     cost = "about 140 ms per image and prompt for ViT-B/32 on one CPU core"
 
     def __init__(self, clip_path: str | Path, definition: str = "cosine", device: str | torch.device = "cpu",

@@ -7,12 +7,15 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from sdprobe.metrics.base import Quantity, directions
+
 
 class DistanceMetric:
     """Mean absolute pixel difference to the reference image (0 identical, 1 maximal); NaN images score 1."""
 
     name = "distance"
-    higher_is_better = {"distance": False}
+    quantities = {"distance": Quantity(False, floor=1.0)}  # maximal difference
+    higher_is_better = directions(quantities)
 
     def score(self, prompts: Sequence[str], images: np.ndarray, reference: np.ndarray | None = None) -> pd.DataFrame:
         if reference is None:

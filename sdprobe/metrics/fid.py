@@ -4,11 +4,12 @@ Papers: FID, Heusel et al. 2017, https://arxiv.org/abs/1706.08500; KID, Binkowsk
 https://arxiv.org/abs/1801.01401. The statistics are torchmetrics' (``FrechetInceptionDistance``,
 ``KernelInceptionDistance``); the features are the FID Inception-v3 of torch-fidelity by default.
 
-**A set metric behind a per-image interface.** FID and KID describe a *set* of images, not one image.
-:meth:`FIDMetric.score` computes them over all N images it is given (a sweep calls it once per pruning level,
-so over that level's images) and writes the same value on every row; :func:`sdprobe.metrics.aggregate` then
-returns the set value. Bootstrapping these rows gives no interval; resample images and call
-:meth:`FIDMetric.score_set` for one. FID is biased upwards for small sets, so compare levels at equal N.
+**Set metrics.** FID and KID describe a *set* of images, not one image. They declare themselves per set
+(:class:`~sdprobe.metrics.Quantity`), so a sweep calls :meth:`FIDMetric.score_set` once per level and stores one
+value per level, with a standard error: for FID from a bootstrap over the generated images (``n_boot``
+resamples; the reference statistics stay fixed), for KID the spread of its subsets over the square root of their
+number. FID is unbounded, so collapse detection analyses it on a log scale. FID is biased upwards for small sets,
+so compare levels at equal N.
 
 **Weights.** No download is attempted beyond torch's own cache logic: the Inception weights
 (``pt_inception-2015-12-05-6726825d.pth``) are read from ``--inception-weights PATH`` or from torch's hub cache
@@ -23,7 +24,7 @@ on the development machine.
 Example:
     >>> metric = FIDMetric(real_images="data/coco_val_512")
     >>> metric.score_set(images)
-    {'fid': 41.2, 'kid': 0.031, 'kid_std': 0.002, 'n_images': 512, 'n_real': 5000}
+    {'fid': 41.2, 'fid_se': 0.8, 'kid': 0.031, 'kid_se': 0.0002, 'kid_std': 0.002, 'n_images': 512, 'n_real': 5000}
 """
 
 from __future__ import annotations
@@ -34,10 +35,10 @@ from pathlib import Path
 from typing import Sequence
 
 import numpy as np
-import pandas as pd
 import torch
 from torch import nn
 
+from sdprobe.metrics.base import Quantity, directions
 from sdprobe.models import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -48,6 +49,7 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".webp", ".bmp")
 DEFAULT_KID_SUBSET_SIZE = 1000  # images per KID subset (capped by the set sizes), as in the KID paper
 DEFAULT_KID_SUBSETS = 100  # KID subsets averaged
 DEFAULT_BATCH_SIZE = 64  # images per feature-extractor call
+DEFAULT_FID_BOOT = 20  # bootstrap resamples of the generated images for FID's standard error
 MIN_IMAGES = 2  # both statistics need a covariance / an unbiased MMD
 
 
@@ -122,7 +124,7 @@ class FIDMetric:
 
     Args:
         real_images (str | Path | np.ndarray | Sequence[np.ndarray] | None): a folder of real images, or images
-            in [0, 1]; ``None`` compares against the ``reference`` images passed to :meth:`score` (the unpruned
+            in [0, 1]; ``None`` compares against the ``reference`` images passed to :meth:`score_set` (the unpruned
             model's images for the same prompts and seeds). Default: ``None``.
         feature_extractor (nn.Module | None): maps (B, 3, H, W) float images in [0, 1] to (B, D) features;
             ``None`` loads the FID Inception-v3. Default: ``None``.
@@ -131,7 +133,9 @@ class FIDMetric:
         kid (bool): also compute KID. Default: ``True``.
         kid_subset_size (int): images per KID subset, capped by the set sizes. Default: 1000.
         kid_subsets (int): KID subsets. Default: 100.
-        seed (int): seeds KID's subset draws. Default: 0.
+        seed (int): seeds KID's subset draws and FID's bootstrap. Default: 0.
+        n_boot (int): bootstrap resamples of the generated images for FID's standard error (0: none, NaN).
+            Default: 20.
         batch_size (int): images per feature-extractor call. Default: 64.
         device (str | torch.device): where features are computed. Default: ``"cpu"``.
 
@@ -139,21 +143,23 @@ class FIDMetric:
         ModelLoadError: the Inception network cannot be loaded offline.
 
     Example:
-        >>> FIDMetric(feature_extractor=my_net).score(prompts, images, reference=unpruned)["fid"][0]
+        >>> FIDMetric(feature_extractor=my_net).score_set(images, reference=unpruned)["fid"]
     """
 
     name = "fid"
-    higher_is_better = {"fid": False, "kid": False}
+    quantities = {"fid": Quantity(False, per="set", scale="log"), "kid": Quantity(False, per="set")}
+    higher_is_better = directions(quantities)
     cost = "per set: 6-12 s of FID statistics + ~13 s of KID (CPU core), plus Inception-v3 at ~5.7 GFLOPs per image"
 
     def __init__(self, real_images: str | Path | np.ndarray | Sequence[np.ndarray] | None = None,
                  feature_extractor: nn.Module | None = None, inception_weights: str | Path | None = None,
                  kid: bool = True, kid_subset_size: int = DEFAULT_KID_SUBSET_SIZE,
                  kid_subsets: int = DEFAULT_KID_SUBSETS, seed: int = 0, batch_size: int = DEFAULT_BATCH_SIZE,
-                 device: str | torch.device = "cpu") -> None:
-        if kid_subset_size < MIN_IMAGES or kid_subsets < 1 or batch_size < 1:
-            raise ValueError(f"need kid_subset_size >= {MIN_IMAGES}, kid_subsets >= 1 and batch_size >= 1; got "
-                             f"{kid_subset_size}, {kid_subsets}, {batch_size}")
+                 device: str | torch.device = "cpu", n_boot: int = DEFAULT_FID_BOOT) -> None:
+        if kid_subset_size < MIN_IMAGES or kid_subsets < 1 or batch_size < 1 or n_boot < 0:
+            raise ValueError(f"need kid_subset_size >= {MIN_IMAGES}, kid_subsets >= 1, batch_size >= 1 and "
+                             f"n_boot >= 0; got {kid_subset_size}, {kid_subsets}, {batch_size}, {n_boot}")
+        self.n_boot = n_boot
         self.device = torch.device(device)
         self.extractor = (feature_extractor or InceptionFeatures(inception_weights)).to(self.device).eval()
         if isinstance(real_images, (str, Path)):
@@ -196,7 +202,8 @@ class FIDMetric:
             reference (np.ndarray | None): (M, H, W, 3) images, used when no ``real_images`` were given.
 
         Returns:
-            dict[str, float]: ``fid``, ``kid``, ``kid_std`` (NaN when ``kid`` is off), ``n_images``, ``n_real``.
+            dict[str, float]: ``fid``, ``fid_se`` (bootstrap over the generated images; NaN when ``n_boot`` is 0),
+            ``kid``, ``kid_se``, ``kid_std`` (NaN when ``kid`` is off), ``n_images``, ``n_real``.
         """
         from torchmetrics.image.fid import FrechetInceptionDistance
         from torchmetrics.image.kid import KernelInceptionDistance
@@ -210,7 +217,8 @@ class FIDMetric:
         fid = FrechetInceptionDistance(feature=_Precomputed(real.shape[1])).to(self.device)
         fid.update(real, real=True)
         fid.update(fake, real=False)
-        out = {"fid": float(fid.compute()), "kid": float("nan"), "kid_std": float("nan"),
+        out = {"fid": float(fid.compute()), "fid_se": _fid_bootstrap_se(real, fake, self.n_boot, self.seed),
+               "kid": float("nan"), "kid_se": float("nan"), "kid_std": float("nan"),
                "n_images": len(fake), "n_real": len(real)}
         if self.kid:
             subset = min(self.kid_subset_size, len(real), len(fake))
@@ -224,12 +232,31 @@ class FIDMetric:
                 torch.manual_seed(self.seed)
                 mean, std = kid.compute()
             out["kid"], out["kid_std"] = float(mean), float(std)
+            out["kid_se"] = float(std) / self.kid_subsets ** 0.5
         log.info("FID %.4g over %d images against %d", out["fid"], len(fake), len(real))
         return out
 
-    def score(self, prompts: Sequence[str], images: np.ndarray, reference: np.ndarray | None = None) -> pd.DataFrame:
-        """The set's FID and KID, repeated on each of the N rows (see the module docs)."""
-        if len(prompts) != len(images):
-            raise ValueError(f"{len(prompts)} prompts but {len(images)} images")
-        result = self.score_set(images, reference)
-        return pd.DataFrame({"fid": [result["fid"]] * len(images), "kid": [result["kid"]] * len(images)})
+
+def _gaussian(features: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Mean (D,) and covariance (D, D) of (N, D) features."""
+    return features.mean(0), torch.cov(features.T)
+
+
+def frechet_distance(mu1: torch.Tensor, sigma1: torch.Tensor, mu2: torch.Tensor, sigma2: torch.Tensor) -> float:
+    """||mu1 - mu2||^2 + Tr(S1 + S2 - 2 (S1 S2)^(1/2)), with the trace of the root from the eigenvalues of S1 S2
+    (real and non-negative for covariance matrices; tiny negative rounding is clipped)."""
+    eig = torch.linalg.eigvals(sigma1 @ sigma2).real.clamp(min=0)
+    return float(((mu1 - mu2) ** 2).sum() + sigma1.trace() + sigma2.trace() - 2 * eig.sqrt().sum())
+
+
+def _fid_bootstrap_se(real: torch.Tensor, fake: torch.Tensor, n_boot: int, seed: int) -> float:
+    """Standard deviation of FID over ``n_boot`` resamples (with replacement) of the generated features."""
+    if n_boot < 2:
+        return float("nan")
+    mu_r, sigma_r = _gaussian(real)
+    generator = torch.Generator().manual_seed(seed)
+    values = []
+    for _ in range(n_boot):
+        pick = torch.randint(len(fake), (len(fake),), generator=generator).to(fake.device)
+        values.append(frechet_distance(mu_r, sigma_r, *_gaussian(fake[pick])))
+    return float(np.std(values, ddof=1))

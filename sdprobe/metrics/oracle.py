@@ -7,7 +7,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
-from sdprobe.world import MEANINGS, parse_prompt, read
+from sdprobe.metrics.base import Quantity, directions
+from sdprobe.world import ATTRIBUTES, MEANINGS, parse_prompt, read
 
 
 class OracleMetric:
@@ -23,7 +24,9 @@ class OracleMetric:
 
     name = "oracle"
     meanings = MEANINGS  # the per-image correctness columns isolation, thresholds and bias can judge
-    higher_is_better = {**{m: True for m in MEANINGS}, "unreadable": False}
+    quantities = {**{m: Quantity(True, floor=1.0 / len(ATTRIBUTES[m])) for m in MEANINGS},  # chance accuracy
+                  "unreadable": Quantity(False, floor=1.0)}  # every image unreadable
+    higher_is_better = directions(quantities)
 
     def score(self, prompts: Sequence[str], images: np.ndarray, reference: np.ndarray | None = None) -> pd.DataFrame:
         if len(prompts) != len(images):

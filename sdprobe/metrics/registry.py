@@ -13,12 +13,24 @@ REGISTRY: dict[str, str] = {  # name -> "module:Class"
 }
 
 
-def make_metric(name: str, **kwargs):
-    """Build a metric by name; ``kwargs`` go to its constructor (e.g. ``clip_path`` for CLIPScore)."""
+def metric_class(name: str) -> type:
+    """The class registered under ``name`` (imported, not instantiated: no weights are loaded)."""
     if name not in REGISTRY:
         raise ValueError(f"unknown metric {name!r}; valid: {', '.join(REGISTRY)}")
     module, cls = REGISTRY[name].split(":")
-    return getattr(importlib.import_module(module), cls)(**kwargs)
+    return getattr(importlib.import_module(module), cls)
+
+
+def declared_quantities(names: list[str]) -> dict:
+    """Column -> :class:`~sdprobe.metrics.base.Quantity` of the named metrics, from their class declarations."""
+    from sdprobe.metrics.base import quantities_of
+
+    return {col: q for n in names for col, q in quantities_of(metric_class(n)).items()}
+
+
+def make_metric(name: str, **kwargs):
+    """Build a metric by name; ``kwargs`` go to its constructor (e.g. ``clip_path`` for CLIPScore)."""
+    return metric_class(name)(**kwargs)
 
 
 def make_metrics(names: list[str], options: dict[str, dict] | None = None) -> list:

@@ -27,6 +27,8 @@ from typing import Sequence
 import numpy as np
 import pandas as pd
 
+from sdprobe.metrics.base import Quantity, directions
+
 DEFAULT_MIN_CONTRAST = 0.02  # pixel std (values in [0, 1]) below which an image counts as blank: ~5 of 255 levels
 DEFAULT_MIN_SMOOTHNESS = 0.3  # neighbour correlation below which an image counts as noise
 _FLAT = 1e-12  # gray variance below which the correlation is undefined; a flat image counts as perfectly smooth
@@ -74,7 +76,8 @@ class UnreadableMetric:
     """
 
     name = "unreadable"
-    higher_is_better = {"unreadable": False, "unreadable_score": False}
+    quantities = {"unreadable": Quantity(False, floor=1.0), "unreadable_score": Quantity(False, floor=1.0)}
+    higher_is_better = directions(quantities)
     cost = "18 ms per 512x512 image, 0.09 ms per 32x32 image (one CPU core)"
 
     def __init__(self, min_contrast: float = DEFAULT_MIN_CONTRAST, min_smoothness: float = DEFAULT_MIN_SMOOTHNESS,

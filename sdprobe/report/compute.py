@@ -128,6 +128,26 @@ def curve_summary(results: pd.DataFrame, metrics: list[str], n_boot: int = DEFAU
     return pd.DataFrame(rows, columns=["level", "metric", "mean", "ci_low", "ci_high", "n"])
 
 
+def set_summary(sets: pd.DataFrame | None, ci: float = DEFAULT_CI) -> pd.DataFrame:
+    """Per-set metrics (``sets.csv``: one value per level, with ``<name>_se``) in :func:`curve_summary`'s layout,
+    with a normal band of the given coverage; metrics without a standard error get no band."""
+    from scipy.stats import norm
+
+    columns = ["level", "metric", "mean", "ci_low", "ci_high", "n"]
+    if sets is None or sets.empty:
+        return pd.DataFrame(columns=columns)
+    z = float(norm.ppf((1 + ci) / 2))
+    rows = []
+    names = [c for c in sets.columns if f"{c}_se" in sets.columns]
+    for _, r in sets.iterrows():
+        for m in names:
+            se = float(r[f"{m}_se"])
+            rows.append({"level": float(r["level"]), "metric": m, "mean": float(r[m]),
+                         "ci_low": float(r[m]) - z * se, "ci_high": float(r[m]) + z * se,
+                         "n": int(r["n_images"]) if "n_images" in r else 0})
+    return pd.DataFrame(rows, columns=columns).sort_values(["metric", "level"]).reset_index(drop=True)
+
+
 def scope_label(config: dict) -> str:
     """Human label of what a sweep pruned, e.g. ``text_encoder`` or ``text_encoder+0.125, unet``."""
     comps = config.get("components")
@@ -169,6 +189,15 @@ def comparisons(runs: list[RunData]) -> list[Comparison]:
             members = sorted(members, key=lambda r: r.config.get("method") in BASELINE_METHODS)  # stable
             out.append(Comparison(scope=scope_label(members[0].config), runs=members))
     return out
+
+
+def threshold_cells(rows: pd.DataFrame) -> str:
+    """Every event of one metric, ``0.512 [0.50, 0.52] sudden; 0.805 [0.80, 0.81] sudden*`` (``*`` the largest)."""
+    cells = []
+    for _, row in rows.iterrows():
+        mark = "*" if len(rows) > 1 and bool(row.get("largest", False)) else ""
+        cells.append(threshold_cell(row) + mark)
+    return "; ".join(cells)
 
 
 def threshold_cell(row: pd.Series) -> str:

@@ -100,7 +100,7 @@ class StudyData:
 
 
 _KIND_TABLES = {  # kind -> (table name, file name) read when present
-    "sweep": (("layers", "layers.csv"), ("thresholds", "thresholds.csv")),
+    "sweep": (("layers", "layers.csv"), ("sets", "sets.csv"), ("thresholds", "thresholds.csv")),
     "bias": (("distribution", "distribution.csv"), ("metrics", "metrics.csv"), ("vs_sparsity", "vs_sparsity.csv")),
     "attribution": (("tokens", "tokens.csv"), ("neurons", "neurons.csv"), ("weights", "weights.csv"),
                     ("overlap", "overlap.csv")),

@@ -28,8 +28,8 @@ from sdprobe.report.tree import (
 log = logging.getLogger(__name__)
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
-THRESHOLD_COLUMNS = ("metric", "kind", "collapsed", "threshold", "ci_low", "ci_high", "s_lo", "s_hi",
-                     "drop")  # thresholds.csv columns shown (it may hold more diagnostics)
+THRESHOLD_COLUMNS = ("metric", "event", "largest", "kind", "threshold", "ci_low", "ci_high", "ci_method", "s_lo",
+                     "s_hi", "relative_drop", "width", "notes")  # thresholds.csv columns shown (it holds more)
 WEIGHT_COLUMNS = ("qualified_name", "role", "row", "col", "value", "rank", "score")  # columns of top-weight tables
 
 
@@ -210,9 +210,9 @@ def comparison_section(comparison: compute.Comparison, summaries: dict, opts: Re
         for r in runs:
             t = r.table("thresholds")
             hit = t[t["metric"] == metric] if t is not None and "metric" in t else None
-            cells.append(compute.threshold_cell(hit.iloc[0]) if hit is not None and len(hit) else fmt(None))
+            cells.append(compute.threshold_cells(hit) if hit is not None and len(hit) else fmt(None))
         rows.append([metric, *cells])
-    sec.add(Table(["metric", *labels], rows, caption="thresholds: value [CI] kind"))
+    sec.add(Table(["metric", *labels], rows, caption="thresholds: value [CI] kind, one per event (* the largest)"))
     return sec
 
 

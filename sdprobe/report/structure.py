@@ -138,8 +138,10 @@ def build(sources: list[RunData | StudyData], opts: ReportOptions | None = None,
     for r in runs:
         results = r.table("results")
         if r.kind == "sweep" and results is not None:
-            summaries[r.path] = compute.curve_summary(results, compute.metric_columns(r), n_boot=opts.n_boot,
-                                                      ci=opts.ci, seed=opts.seed)
+            images = compute.curve_summary(results, compute.metric_columns(r), n_boot=opts.n_boot, ci=opts.ci,
+                                           seed=opts.seed)
+            sets = compute.set_summary(r.table("sets"), opts.ci)
+            summaries[r.path] = images if sets.empty else pd.concat([images, sets], ignore_index=True)
     sections = [overview(runs)]
     sections += [comparison_section(c, summaries, opts) for c in compute.comparisons(runs)]
     for s in sources:

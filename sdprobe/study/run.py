@@ -74,7 +74,7 @@ class Study:
 
         run = run_sweep(self.pipe, self.config.sweep_config(spec), self.out / spec.name, progress=self.progress)
         table = run_thresholds(run.path)
-        sudden = table.loc[table["kind"] == "sudden", "metric"].tolist()
+        sudden = list(dict.fromkeys(table.loc[table["kind"] == "sudden", "metric"]))
         return f"sudden collapses: {', '.join(sudden) or 'none'}"
 
     def isolation(self) -> str:

@@ -12,6 +12,7 @@ from sdprobe.prune.factory import METHODS
 
 CALIBRATED_METHODS = ("wanda", "owl-wanda")  # methods that run the pipeline on calibration prompts
 
+DENSE_LEVEL = 0.0  # always evaluated: the reference every threshold is judged against
 GRID_DECIMALS = 4  # levels are rounded to this many decimals, so resumed runs name the same levels
 MAX_COMPONENT_SPARSITY = 0.99  # a component's sparsity (level + offset) is clamped below this
 
@@ -42,7 +43,7 @@ class SweepConfig:
     method: str = "magnitude"
     group: str | None = None  # comparison group (matrix, row, global, nm:M); None: the method's own
     include_conv: bool = False  # also prune Conv2d weights (the SD2 study pruned Linear only)
-    start: float = 0.0  # first level of the uniform grid
+    start: float = 0.0  # first level of the uniform grid (level 0 is evaluated in any case)
     stop: float = 0.95  # last level of the uniform grid
     step: float = 0.05  # grid spacing
     refine: float | None = 0.005  # bisect collapse brackets down to this resolution; None: no refinement
@@ -87,10 +88,11 @@ class SweepConfig:
         self.components = {k: ComponentPlan(**v) if isinstance(v, dict) else v for k, v in self.components.items()}
 
     def grid(self) -> list[float]:
-        """The uniform grid of levels, start..stop inclusive."""
+        """The uniform grid of levels, start..stop inclusive, and level 0 whatever the window: collapse detection
+        judges every level against the dense model (:mod:`sdprobe.thresholds`)."""
         n = int(np.floor((self.stop - self.start) / self.step + 1e-9))
         levels = [round(self.start + i * self.step, GRID_DECIMALS) for i in range(n + 1)]
-        return sorted(set(levels))
+        return sorted({DENSE_LEVEL, *levels})
 
     def max_sparsity(self, component: str) -> float:
         """The highest sparsity the component reaches, refinement included."""

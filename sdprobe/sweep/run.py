@@ -27,11 +27,13 @@ from sdprobe.distributed import Processes, current
 from sdprobe.errors import RunError
 from sdprobe.generate import generate
 from sdprobe.io import save_image_grid, write_json
-from sdprobe.metrics import make_metrics
+from sdprobe.metrics import make_metrics, set_quantities
 from sdprobe.prune import ProgressiveMask, make_scorer, mask_from_scorer
 from sdprobe.runs import SAMPLES, RunDir
 from sdprobe.sweep.config import GRID_DECIMALS, SweepConfig
 from sdprobe.thresholds import next_levels
+from sdprobe.thresholds.curve import MIN_LEVELS
+from sdprobe.thresholds.run import run_quantities, run_tables
 from sdprobe.world import format_prompt, sample_specs
 
 log = logging.getLogger(__name__)
@@ -102,10 +104,14 @@ def _generate_all(pipe, config: SweepConfig, prompts, seeds, processes: Processe
 
 
 def _score_level(pipe, config, masks, level, prompts, seeds, images, reference, metrics):
-    """Score one level's images; returns (rows, per-tensor sparsity table)."""
+    """Score one level's images; returns (image rows, per-tensor sparsity table, per-set values)."""
     table = pd.DataFrame({"level": level, "prompt": prompts, "seed": seeds, "index": np.arange(len(prompts))})
+    sets: dict[str, float] = {}
     for metric in metrics:
-        table = pd.concat([table, metric.score(prompts, images, reference)], axis=1)
+        if set_quantities(metric):
+            sets.update(metric.score_set(images, reference))
+        else:
+            table = pd.concat([table, metric.score(prompts, images, reference)], axis=1)
     stats, layers = {}, []
     scope_zero = scope_numel = 0
     for component, mask in masks.items():
@@ -118,16 +124,16 @@ def _score_level(pipe, config, masks, level, prompts, seeds, images, reference, 
     table.insert(1, "sparsity_scope", scope_zero / max(scope_numel, 1))
     for k, v in stats.items():
         table[k] = v
-    return table, pd.concat(layers, ignore_index=True)
+    return table, pd.concat(layers, ignore_index=True), sets
 
 
 def _write_level(run: RunDir, pipe, config, masks, level, prompts, seeds, images, reference, metrics,
                  n_samples: int) -> None:
     """Score one level and write it to the run directory (main process only)."""
-    rows, layers = _score_level(pipe, config, masks, level, prompts, seeds, images, reference, metrics)
+    rows, layers, sets = _score_level(pipe, config, masks, level, prompts, seeds, images, reference, metrics)
     if n_samples:
         save_image_grid(images[:n_samples], run.sample_image(level), columns=n_samples, scale=SAMPLE_SCALE)
-    run.write_level(level, rows, layers)
+    run.write_level(level, rows, layers, sets)
 
 
 def _open_run(out, config: SweepConfig, higher: dict[str, bool], samples: dict) -> RunDir:
@@ -136,12 +142,21 @@ def _open_run(out, config: SweepConfig, higher: dict[str, bool], samples: dict) 
     return run
 
 
-def _refinement_round(run: RunDir, config: SweepConfig, known: set[float], quantities: list[str],
-                      higher: dict[str, bool]) -> tuple[list[float], list[float]]:
-    """The levels one refinement round proposes from the rows of the ``known`` levels, and those not yet done."""
-    table = run.results()
-    table = table[table["level"].round(GRID_DECIMALS).isin(known)]
-    proposals = next_levels(table, quantities, resolution=config.refine, higher_is_better=higher)
+def _refinement_round(run: RunDir, config: SweepConfig, known: set[float]) -> tuple[list[float], list[float]]:
+    """The levels one refinement round proposes from the rows of the ``known`` levels, and those not yet done.
+
+    Every metric is refined with its declared direction, floor and scale, except ``distance``, which measures
+    change rather than meaning."""
+    quantities = {m: q for m, q in run_quantities(run).items() if m != "distance"}
+    proposals: set[float] = set()
+    for per, table in run_tables(run).items():
+        names = [m for m, q in quantities.items() if q.per == per and m in table.columns and table[m].notna().any()]
+        table = table[table["level"].round(GRID_DECIMALS).isin(known)]
+        if names and table["level"].nunique() >= MIN_LEVELS:
+            proposals.update(next_levels(
+                table, names, resolution=config.refine, seed_col="seed" if per == "image" else None,
+                higher_is_better={m: quantities[m].higher_is_better for m in names},
+                floor={m: quantities[m].floor for m in names}, scale={m: quantities[m].scale for m in names}))
     new = sorted({round(p, GRID_DECIMALS) for p in proposals} - known)
     new = [lv for lv in new if config.start <= lv <= config.stop]
     return new, [lv for lv in new if not run.has_level(lv)]
@@ -182,7 +197,6 @@ def run_sweep(pipe, config: SweepConfig, out, progress: bool = True, processes: 
     run = procs.on_main(functools.partial(_open_run, out, config, higher, samples))
     distance = any(m.name == "distance" for m in metrics)
     reference = _generate_all(pipe, config, prompts, seeds, procs) if distance else None
-    quantities = [c for c, _ in higher.items() if c != "distance"]
 
     with progressive_masks(pipe, config, calibration_prompts(config, prompts), store) as masks:
         todo = procs.on_main(lambda: [lv for lv in config.grid() if not run.has_level(lv)])
@@ -201,7 +215,7 @@ def run_sweep(pipe, config: SweepConfig, out, progress: bool = True, processes: 
                 bar.update(1)
             if config.refine is None or rounds >= config.max_refine_rounds:
                 break
-            new, todo = procs.on_main(functools.partial(_refinement_round, run, config, known, quantities, higher))
+            new, todo = procs.on_main(functools.partial(_refinement_round, run, config, known))
             if not new:
                 break
             known.update(new)

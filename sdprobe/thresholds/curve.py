@@ -14,6 +14,8 @@ import numpy as np
 import pandas as pd
 
 MIN_LEVELS = 3  # a plateau, a step and a post-collapse level need at least three evaluated levels
+SCALES = ("linear", "log")  # log: the metric is analysed as log(value) (unbounded metrics such as FID)
+SE_SUFFIX = "_se"  # a one-row-per-level table may give each value's standard error in column "<metric>_se"
 
 
 @dataclass(frozen=True)
@@ -55,7 +57,7 @@ def _numeric(frame: pd.DataFrame, column: str, role: str) -> np.ndarray:
 
 
 def level_data(data: pd.DataFrame | tuple[Sequence[float], Sequence[float]], x: str, y: str,
-               seed_col: str | None = "seed") -> LevelData:
+               seed_col: str | None = "seed", scale: str = "linear") -> LevelData:
     """Gather ``y`` per level of ``x`` from a table or an (x, y) pair of sequences.
 
     Args:
@@ -65,12 +67,16 @@ def level_data(data: pd.DataFrame | tuple[Sequence[float], Sequence[float]], x: 
         y (str): the metric column.
         seed_col (str | None): the column whose values are resampled by the bootstrap. A table without it, or
             with one row per level, is treated as a ready curve. Default: ``"seed"``.
+        scale (str): ``"linear"`` or ``"log"`` (values, and a ``<y>_se`` column by the delta method, are
+            analysed as logarithms; they must be positive). Default: ``"linear"``.
 
     Returns:
-        LevelData: per-level arrays; levels where ``y`` is all NaN are left out.
+        LevelData: per-level arrays in the analysed scale; levels where ``y`` is all NaN are left out. A table
+        with one row per level and a ``<y>_se`` column (a set-level metric's standard error) gives ``se``.
 
     Raises:
-        ValueError: a missing or non-numeric column, NaN/inf levels, or fewer than 3 levels with values.
+        ValueError: a missing or non-numeric column, NaN/inf levels, fewer than 3 levels with values, an unknown
+            scale, or values that are not positive on a log scale.
         TypeError: ``data`` is neither a DataFrame nor a pair.
 
     Example:
@@ -90,12 +96,22 @@ def level_data(data: pd.DataFrame | tuple[Sequence[float], Sequence[float]], x: 
     else:
         raise TypeError(f"expected a pandas.DataFrame or an (xs, ys) pair, got {type(data).__name__}")
 
+    if scale not in SCALES:
+        raise ValueError(f"unknown scale {scale!r}; valid: {', '.join(SCALES)}")
     xs = _numeric(frame, x, "sparsity")
     ys = _numeric(frame, y, "metric")
+    se_col = f"{y}{SE_SUFFIX}"
+    given_se = _numeric(frame, se_col, "standard error") if se_col in frame.columns else None
     if not np.isfinite(xs).all():
         raise ValueError(f"sparsity column {x!r} has NaN or infinite values")
     if np.isinf(ys).any():
         raise ValueError(f"metric column {y!r} has infinite values")
+    if scale == "log":
+        if (ys[~np.isnan(ys)] <= 0).any():
+            raise ValueError(f"metric {y!r} has values <= 0, which have no logarithm; analyse it on a linear scale")
+        if given_se is not None:
+            given_se = given_se / ys
+        ys = np.log(ys)
     keep = ~np.isnan(ys)
     levels, inverse = np.unique(xs[keep], return_inverse=True)
     if len(levels) < MIN_LEVELS:
@@ -104,6 +120,12 @@ def level_data(data: pd.DataFrame | tuple[Sequence[float], Sequence[float]], x: 
     counts = np.bincount(inverse, minlength=len(levels)).astype(float)  # (L,)
     sums = np.bincount(inverse, weights=ys[keep], minlength=len(levels))  # (L,)
     mean = sums / counts
+    if counts.max() <= 1 and given_se is not None:
+        se = np.full(len(levels), np.nan)
+        se[inverse] = given_se[keep]
+        if not (np.isfinite(se).all() and (se >= 0).all()):
+            raise ValueError(f"standard error column {se_col!r} must be finite and >= 0 at every level")
+        return LevelData(levels=levels, mean=mean, se=se)
     if seed_col is None or seed_col not in frame.columns or counts.max() <= 1:
         return LevelData(levels=levels, mean=mean)
 

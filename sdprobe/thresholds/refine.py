@@ -1,6 +1,6 @@
 """Adaptive refinement: which sparsities a sweep should evaluate next to pin down each metric's threshold.
 
-Each round bisects every bracket ``(s_lo, s_hi)`` that is wider than the resolution; the sweep evaluates the
+Each round bisects the bracket ``(s_lo, s_hi)`` of every event of every metric that is wider than the resolution; the sweep evaluates the
 proposals and asks again, until no bracket is wider than the resolution. Because ``s_lo`` and ``s_hi`` are
 neighbouring evaluated levels and each new level lands strictly between them, every round narrows (or moves) the
 bracket, so a step is located to ``resolution`` in about ``log2(grid step / resolution)`` evaluations per metric
@@ -23,7 +23,7 @@ from collections.abc import Mapping, Sequence
 import numpy as np
 import pandas as pd
 
-from sdprobe.thresholds.detect import KINDS, CollapseResult, Criteria, detect
+from sdprobe.thresholds.detect import KINDS, WIDTH_SLACK, CollapseResult, Criteria, detect
 
 log = logging.getLogger(__name__)
 
@@ -31,12 +31,9 @@ GRID_DECIMALS = 10  # proposals are k * resolution rounded to this many decimals
 MIN_GAP = 1e-4  # run directories name levels with 4 decimals; proposals closer than this to a done level are dropped
 
 
-def _per_metric(value, metric: str, what: str):
-    if isinstance(value, Mapping):
-        if metric not in value:
-            raise ValueError(f"{what} has no entry for metric {metric!r}; it covers: {', '.join(map(str, value))}")
-        return value[metric]
-    return value
+def _optional(value, metric: str):
+    """A per-metric setting that a metric may lack (None)."""
+    return value.get(metric) if isinstance(value, Mapping) else value
 
 
 def on_grid(value: float, resolution: float) -> float:
@@ -59,14 +56,14 @@ def bisect(s_lo: float, s_hi: float, resolution: float, points: int = 1) -> list
 
 def width_levels(result: CollapseResult, done: np.ndarray, criteria: Criteria, resolution: float,
                  points: int = 1) -> list[float]:
-    """Levels that tighten the measured width of a step whose kind depends on it; empty when the kind is settled.
+    """Levels that tighten the measured width of an event whose kind depends on it; empty when the kind is settled.
 
-    A large step (``relative_drop >= min_drop``) measured wider than ``max_width`` may still be narrow: its true
-    edges lie somewhere in the gaps after ``s_hold`` and before ``s_fail``. If the levels bounding those gaps are
-    within ``max_width`` of each other, both gaps are bisected.
+    An event measured wider than ``max_width`` may still be narrow: its true edges lie somewhere in the gaps after
+    ``s_hold`` and before ``s_fail``. If the levels bounding those gaps are within ``max_width`` of each other,
+    both gaps are bisected.
 
     Args:
-        result (CollapseResult): :func:`detect`'s result on the evaluated levels.
+        result (CollapseResult): one event of :func:`detect` on the evaluated levels.
         done (np.ndarray): the evaluated levels, sorted.
         criteria (Criteria): the collapse definition used for ``result``.
         resolution (float): gaps at most this wide are not split.
@@ -76,15 +73,15 @@ def width_levels(result: CollapseResult, done: np.ndarray, criteria: Criteria, r
         >>> width_levels(result, np.array([0.6, 0.65, 0.7, 0.75, 0.8, 0.85]), Criteria(), 0.005)  # hold 0.65, fail 0.8
         [0.675, 0.775]
     """
-    if (result.kind != "gradual" or not result.width > criteria.max_width
-            or not result.relative_drop >= criteria.min_drop or math.isnan(result.s_hold) or math.isnan(result.s_fail)):
+    if (result.kind != "gradual" or not result.width > criteria.max_width + WIDTH_SLACK
+            or math.isnan(result.s_hold) or math.isnan(result.s_fail)):
         return []
     after = done[done > result.s_hold]
     before = done[done < result.s_fail]
     if not len(after) or not len(before):
         return []
     inner_lo, inner_hi = float(after[0]), float(before[-1])
-    if inner_hi - inner_lo > criteria.max_width:
+    if inner_hi - inner_lo > criteria.max_width + WIDTH_SLACK:
         return []  # wider than max_width however the gaps resolve: gradual is settled
     return sorted(set(bisect(result.s_hold, inner_lo, resolution, points)) | set(bisect(inner_hi, result.s_fail,
                                                                                        resolution, points)))
@@ -92,7 +89,8 @@ def width_levels(result: CollapseResult, done: np.ndarray, criteria: Criteria, r
 
 def next_levels(table: pd.DataFrame, y: str | Sequence[str], resolution: float = 0.005, *, x: str = "level",
                 seed_col: str | None = "seed", higher_is_better: bool | Mapping[str, bool] = True,
-                floor: float | Mapping[str, float] | None = None, criteria: Criteria | None = None,
+                floor: float | Mapping[str, float] | None = None, scale: str | Mapping[str, str] = "linear",
+                criteria: Criteria | None = None,
                 kinds: Sequence[str] = ("sudden", "gradual"), points: int = 1, min_gap: float = MIN_GAP) -> list[float]:
     """Propose the next sparsities to evaluate so that every metric's bracket shrinks to ``resolution``.
 
@@ -104,7 +102,10 @@ def next_levels(table: pd.DataFrame, y: str | Sequence[str], resolution: float =
         x (str): sparsity column. Default: ``"level"``.
         seed_col (str | None): seed column (see :func:`detect`). Default: ``"seed"``.
         higher_is_better (bool | Mapping[str, bool]): direction, for all metrics or per metric. Default: True.
-        floor (float | Mapping[str, float] | None): floor(s) passed to :func:`detect`. Default: None.
+        floor (float | Mapping[str, float] | None): floor(s) passed to :func:`detect` (a metric missing from a
+            mapping has none). Default: None.
+        scale (str | Mapping[str, str]): ``"linear"`` or ``"log"``, for all metrics or per metric (missing:
+            linear). Default: ``"linear"``.
         criteria (Criteria | None): collapse definition. Default: ``Criteria()``.
         kinds (Sequence[str]): which kinds of result to refine. Default: ("sudden", "gradual"): a collapse seen
             on a coarse grid can look gradual until levels are added inside it.
@@ -135,17 +136,23 @@ def next_levels(table: pd.DataFrame, y: str | Sequence[str], resolution: float =
         if metric in table.columns and table[metric].isna().all():
             log.warning("metric %r has no values yet; not refining it", metric)
             continue
-        direction = bool(_per_metric(higher_is_better, metric, "higher_is_better"))
+        if isinstance(higher_is_better, Mapping) and metric not in higher_is_better:
+            raise ValueError(f"higher_is_better has no entry for metric {metric!r}; it covers: "
+                             f"{', '.join(map(str, higher_is_better))}")
+        direction = bool(_optional(higher_is_better, metric))
         result = detect(table, x=x, y=metric, seed_col=seed_col, higher_is_better=direction,
-                        floor=_per_metric(floor, metric, "floor"), criteria=criteria, n_boot=0)
-        if result.kind not in kinds or math.isnan(result.s_lo) or math.isnan(result.s_hi):
-            continue
-        new = bisect(result.s_lo, result.s_hi, resolution, points)
-        log.debug("%s: %s bracket (%.4f, %.4f) -> %s", metric, result.kind, result.s_lo, result.s_hi, new)
-        proposals.update(new)
-        width_new = width_levels(result, done, criteria or Criteria(), resolution, points)
-        if width_new:
-            log.debug("%s: width %.4f unsettled between %.4f and %.4f -> %s", metric, result.width, result.s_hold,
-                      result.s_fail, width_new)
-        proposals.update(width_new)
+                        floor=_optional(floor, metric), scale=_optional(scale, metric) or "linear",
+                        criteria=criteria, n_boot=0)
+        for event in result.events:
+            if event.kind not in kinds or math.isnan(event.s_lo) or math.isnan(event.s_hi):
+                continue
+            new = bisect(event.s_lo, event.s_hi, resolution, points)
+            log.debug("%s: event %d %s bracket (%.4f, %.4f) -> %s", metric, event.event, event.kind, event.s_lo,
+                      event.s_hi, new)
+            proposals.update(new)
+            width_new = width_levels(event, done, criteria or Criteria(), resolution, points)
+            if width_new:
+                log.debug("%s: width %.4f unsettled between %.4f and %.4f -> %s", metric, event.width,
+                          event.s_hold, event.s_fail, width_new)
+            proposals.update(width_new)
     return sorted(p for p in proposals if np.abs(done - p).min() >= min_gap)
