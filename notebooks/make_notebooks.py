@@ -143,20 +143,24 @@ QUICKSTART = [
     ("md", """
         ## 3. Collapse thresholds
 
-        `run_thresholds` reads the run's table and classifies each metric's curve: **sudden** (a step that loses
-        most of the way to the floor within a narrow sparsity window, well beyond the seed-to-seed noise),
-        **gradual** (it degrades, but not in one step) or **none**. For a sudden collapse, `threshold` is the
-        sparsity of the step with a bootstrap confidence interval over seeds (`ci_low`, `ci_high`), and
-        `s_lo` / `s_hi` are the evaluated levels on either side of it. The table is also saved as
-        `thresholds.csv` in the run directory.
+        `run_thresholds` reads the run's table and reports every **event** of each metric: a step, or a continuous
+        decline, that removes at least a quarter of the way from the dense model to chance accuracy (each oracle
+        column declares its chance level), well beyond the seed-to-seed noise. An event is **sudden** when its
+        10%–90% transition spans at most 0.1 sparsity and **gradual** otherwise; a metric with no event is
+        **none**. `threshold` comes with a 95% interval (`ci_low`, `ci_high`) that counts both seed noise and the
+        bracket `s_lo` / `s_hi` of evaluated levels it lies in; `largest` marks each metric's headline event, and
+        `notes` says what a reader must know (a missing floor, an interval that is only the bracket). The table
+        is also saved as `thresholds.csv` in the run directory.
         """),
     ("code", """
         thresholds = sdprobe.run_thresholds(run.path)
-        thresholds[["metric", "kind", "threshold", "ci_low", "ci_high", "s_lo", "s_hi", "drop"]].round(3)
+        thresholds[["metric", "event", "largest", "kind", "threshold", "ci_low", "ci_high", "s_lo", "s_hi",
+                    "relative_drop", "width"]].round(3)
         """),
     ("md", """
         The curves below are the mean of each oracle column over the prompts at every level (accuracy for the four
-        meanings, the unreadable rate). Shaded bands mark the confidence interval of each sudden collapse.
+        meanings, the unreadable rate). Shaded bands mark the interval of each event's threshold; dashed lines are
+        sudden events, dotted ones gradual.
         """),
     ("code", """
         results = run.results()
@@ -166,10 +170,11 @@ QUICKSTART = [
         fig, ax = plt.subplots(figsize=(7, 4))
         for i, column in enumerate(columns):
             ax.plot(curves.index, curves[column], marker="o", markersize=3, color=f"C{i}", label=column)
-            row = thresholds[thresholds["metric"] == column].iloc[0]
-            if row["kind"] == "sudden":
-                ax.axvspan(row["ci_low"], row["ci_high"], color=f"C{i}", alpha=0.15)
-                ax.axvline(row["threshold"], color=f"C{i}", linestyle="--", linewidth=1)
+            for _, row in thresholds[thresholds["metric"] == column].iterrows():  # one row per event
+                if row["kind"] != "none" and np.isfinite(row["threshold"]):
+                    ax.axvspan(row["ci_low"], row["ci_high"], color=f"C{i}", alpha=0.15)
+                    ax.axvline(row["threshold"], color=f"C{i}", linestyle="--" if row["kind"] == "sudden" else ":",
+                               linewidth=1)
         ax.set_xlabel("text-encoder sparsity (magnitude pruning)")
         ax.set_ylabel("share of images")
         ax.set_ylim(-0.02, 1.02)
@@ -297,7 +302,8 @@ CRITICAL = [
         workdir = tempfile.TemporaryDirectory(prefix="sdprobe-critical-")  # removed when the kernel stops
         run = sdprobe.run_sweep(pipe, config, Path(workdir.name) / "te-magnitude")
         thresholds = sdprobe.run_thresholds(run.path)
-        thresholds[["metric", "kind", "threshold", "ci_low", "ci_high", "s_hold", "s_fail", "drop"]].round(3)
+        thresholds[["metric", "event", "largest", "kind", "threshold", "ci_low", "ci_high", "s_hold", "s_fail",
+                    "relative_drop"]].round(3)
         """),
     ("md", """
         ## 2. Search a critical set, then confirm it on fresh prompts
