@@ -42,7 +42,7 @@ from sdprobe.generate import GenerationConfig
 from sdprobe.models import load_pipeline
 from sdprobe.runs import RunDir
 from sdprobe.sweep import ComponentPlan, SweepConfig, run_sweep
-from sdprobe.thresholds import largest, run_thresholds
+from sdprobe.thresholds import run_thresholds
 from sdprobe.world import MEANINGS
 
 TARGET_RATIO = 5.0  # the refined sweep should need at least this many times fewer generations
@@ -60,12 +60,11 @@ def sweep_config(args: argparse.Namespace, step: float, refine: float | None) ->
 
 
 def thresholds(run: RunDir, n_boot: int) -> pd.DataFrame:
-    """The headline (largest) event of every oracle quantity of a finished sweep, indexed by metric; each metric
-    is judged with its declared direction and floor, as ``sdprobe thresholds`` does."""
+    """Every event of every oracle quantity of a finished sweep, indexed by (metric, event); each metric is judged
+    with its declared direction and floor, as ``sdprobe thresholds`` does."""
     table = run.results()
     metrics = [m for m in QUANTITIES if m in table.columns and table[m].notna().any()]
-    found = run_thresholds(run.path, metrics, n_boot=n_boot, write=False)
-    return largest(found).set_index("metric")
+    return run_thresholds(run.path, metrics, n_boot=n_boot, write=False).set_index(["metric", "event"])
 
 
 def agree(grid: pd.Series, refined: pd.Series, tolerance: float) -> bool:
@@ -75,6 +74,16 @@ def agree(grid: pd.Series, refined: pd.Series, tolerance: float) -> bool:
     if math.isnan(grid["threshold"]) or math.isnan(refined["threshold"]):
         return math.isnan(grid["threshold"]) and math.isnan(refined["threshold"])
     return abs(grid["threshold"] - refined["threshold"]) <= tolerance + 1e-9
+
+
+def within_intervals(grid: pd.Series, refined: pd.Series) -> bool:
+    """Same kind, and each threshold inside the other's interval (both NaN for "none")."""
+    if grid["kind"] != refined["kind"]:
+        return False
+    if math.isnan(grid["threshold"]) or math.isnan(refined["threshold"]):
+        return math.isnan(grid["threshold"]) and math.isnan(refined["threshold"])
+    return (refined["ci_low"] <= grid["threshold"] <= refined["ci_high"]
+            and grid["ci_low"] <= refined["threshold"] <= grid["ci_high"])
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -91,7 +100,8 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--guidance", type=float, default=GenerationConfig.guidance, help="classifier-free guidance (default: %(default)s)")
     p.add_argument("--batch-size", type=int, default=64, help="images per pipeline call (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="draws prompts and seeds (default: %(default)s)")
-    p.add_argument("--n-boot", type=int, default=0, help="bootstrap replicates of the thresholds (default: %(default)s)")
+    p.add_argument("--n-boot", type=int, default=200,
+                   help="bootstrap replicates of the thresholds' intervals (default: %(default)s)")
     p.add_argument("--out", type=Path, default=None, help="keep (and resume) the two runs here (default: a temp dir)")
     p.add_argument("--quick", action="store_true", help=f"small run to check the script works: {QUICK}")
     args = p.parse_args(argv)
@@ -125,18 +135,20 @@ def main(argv: list[str] | None = None) -> int:
     print(f"generations grid / refined: {ratio:.1f}x  (target >= {TARGET_RATIO:g}x: "
           f"{'met' if ratio >= TARGET_RATIO else 'NOT met'})")
 
-    print(f"\n{'metric':11s} {'grid':>18s} {'refined':>18s}  within +-{args.resolution:g}")
+    print(f"\n{'metric':11s} {'event':>5s} {'grid':>36s} {'refined':>36s}  within +-{args.resolution:g}  "
+          "within both intervals")
     ok = True
-    for metric in found["grid"].index.union(found["refined"].index):
-        if metric not in found["grid"].index or metric not in found["refined"].index:
-            print(f"{metric:11s} has values in only one sweep")
+    for key in found["grid"].index.union(found["refined"].index):
+        if key not in found["grid"].index or key not in found["refined"].index:
+            print(f"{key[0]:11s} {key[1]:5d} found in only one sweep")
             ok = False
             continue
-        g, r = found["grid"].loc[metric], found["refined"].loc[metric]
+        g, r = found["grid"].loc[key], found["refined"].loc[key]
         same = agree(g, r, args.resolution)
         ok &= same
-        print(f"{metric:11s} {g['kind']:>8s} {g['threshold']:9.4f} {r['kind']:>8s} {r['threshold']:9.4f}  "
-              f"{'yes' if same else 'NO'}")
+        cell = lambda x: f"{x['kind']:>8s} {x['threshold']:7.4f} [{x['ci_low']:.3f}, {x['ci_high']:.3f}]"  # noqa: E731
+        print(f"{key[0]:11s} {key[1]:5d} {cell(g):>36s} {cell(r):>36s}  {'yes' if same else 'NO':>9s}  "
+              f"{'yes' if within_intervals(g, r) else 'NO'}")
     if found["grid"].empty:
         print("no metric has values (the oracle read no stated attribute)")
     return 0 if ok else 1

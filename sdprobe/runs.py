@@ -153,6 +153,9 @@ class RunDir:
         final = self.path / RESULTS
         if final.exists():
             return pd.read_parquet(final)
+        return self._level_rows()
+
+    def _level_rows(self) -> pd.DataFrame:
         files = sorted((self.path / LEVELS_DIR).glob("*.parquet"))
         if not files:
             raise RunError(f"{self.path} has no evaluated levels yet; run `sdprobe sweep` (or resume it) first")
@@ -185,7 +188,10 @@ class RunDir:
     def write_level(self, level: float, rows: pd.DataFrame, layers: pd.DataFrame | None = None,
                     sets: dict[str, float] | None = None) -> None:
         """Write one finished level (image rows, per-tensor sparsity, per-set metrics). The level file is written
-        last, so it marks the level as done."""
+        last, so it marks the level as done. A consolidated table of a finished run no longer holds every level, so
+        it is dropped and the run is running again until :meth:`finish`."""
+        if (self.path / RESULTS).exists():
+            self.reopen()
         for name, table in ((LAYERS, layers), (SETS, None if not sets else pd.DataFrame([sets]))):
             if table is None:
                 continue
@@ -199,7 +205,7 @@ class RunDir:
 
     def finish(self) -> pd.DataFrame:
         """Consolidate the level files into ``results.parquet`` / ``.csv`` and mark the run finished."""
-        table = self.results()
+        table = self._level_rows()
         atomic_write_bytes(self.path / RESULTS, table.to_parquet(index=False))
         atomic_write_bytes(self.path / RESULTS_CSV, table.to_csv(index=False).encode())
         self.set_state("finished")

@@ -179,9 +179,22 @@ def write_bias(path: Path, state: str = "finished", seed: int = 0) -> Path:
          "ci_high": v + 0.05}
         for meth in ("magnitude", "random") for lv in LEVELS for m in ("share", "kl")
         for v in [float(np.clip(0.8 - lv * (0.6 if meth == "magnitude" else 0.2), 0, 1))]]))
-    write_json(path / "critical" / "summary.json", {"meaning": "bias", "size": 12, "effect": 0.4, "p_value": 0.04,
-                                                    "bias_before": 0.8, "bias_after": 0.3, "unbiased": rest,
-                                                    "moved_fraction": 0.6, "explicit_accuracy": 0.95})
+    confirmation = {"effect": 0.4, "ci_low": 0.3, "ci_high": 0.5, "p_value": 1 / 201, "n_controls": 200,
+                    "control_mean": 0.01, "explicit_all_hold": True, "explicit_failing": [], "tolerance": 0.1,
+                    "other_shifts": {"square": {"shift": 0.04, "ci_low": 0.01, "ci_high": 0.08}},
+                    "before": {"tv": {"value": 0.63, "ci_low": 0.55, "ci_high": 0.7}},
+                    "after": {"tv": {"value": 0.23, "ci_low": 0.15, "ci_high": 0.3}}}
+    folder = path / "critical" / "circle"
+    write_json(folder / "summary.json", {"meaning": "bias:circle-color/circle", "group": "circle", "probe": "circle-color",
+                                         "size": 12, "n_candidates": 4096, "objective": "tv",
+                                         "confirmation": confirmation, "p_adjusted": 1 / 201, "family_size": 1,
+                                         "verdict": "debiases", "reasons": []})
+    _write_csv(folder / "explicit.csv", pd.DataFrame([
+        {"prompt": f"a {c} circle", "value": c, "n": 16, "accuracy": 1.0, "ci_low": 0.85, "ci_high": 1.0,
+         "dense_accuracy": 1.0, "required": 0.9, "passes": True} for c in COLORS]))
+    _write_csv(folder / "dose.csv", pd.DataFrame([
+        {"set": name, "alpha": a, "objective": 0.63 - (0.4 * (1 - a) if name == "set" else 0.01)}
+        for name in ("set", "control 0") for a in (0.0, 0.5, 1.0)]))
     return path
 
 

@@ -41,27 +41,6 @@ def test_probe_learns_rendered_colors(tiny_organism):
     assert report["valid_accuracy"]["color"] > 2 / 6  # twice chance (1/6)
 
 
-@pytest.fixture(scope="module")
-def tiny_clip(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
-
-    from sdprobe.organism.tokenizer import save_tokenizer
-
-    path = tmp_path_factory.mktemp("clip")
-    vocab = save_tokenizer(path)
-    config = CLIPConfig(
-        text_config=dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=16),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16,
-    )
-    torch.manual_seed(0)
-    CLIPModel(config).save_pretrained(path, safe_serialization=True)
-    CLIPTokenizer.from_pretrained(path)
-    return path
-
-
 def test_clip_head_scores_latents_differentiably(tiny_organism, tiny_clip):
     head = ClipHead(load_clip(tiny_clip), {"color": ["red", "blue", "green"]}, vae=tiny_organism.vae)
     latents = torch.randn(2, 4, 8, 8, requires_grad=True)

@@ -8,6 +8,7 @@ import numpy as np
 import pytest
 
 from sdprobe.bias import bias_metrics, bootstrap_shares, moved_fraction, share_intervals
+from sdprobe.bias.metrics import distance, uniform
 
 
 def test_uniform_is_unbiased():
@@ -74,3 +75,27 @@ def test_moved_fraction():
     assert moved_fraction(0.8, 1 / 6, 1 / 6) == pytest.approx(1.0)
     assert moved_fraction(0.8, 0.4833333, 1 / 6) == pytest.approx(0.5, abs=1e-6)
     assert moved_fraction(0.8, 0.9, 1 / 6) < 0
+
+
+def test_total_variation_counts_overshoot():
+    """Swapping one majority for another is no improvement: red 0.87 -> cyan 0.94 moves TV away from uniform."""
+    before = np.array([87, 3, 3, 3, 2, 2])  # red first
+    swapped = np.array([1, 1, 1, 1, 2, 94])  # cyan last
+    tv_before, tv_after = (bias_metrics(c, seed=0)["tv"]["value"] for c in (before, swapped))
+    assert tv_before == pytest.approx(0.87 - 1 / 6) and tv_after == pytest.approx(0.94 - 1 / 6)
+    assert tv_after > tv_before  # worse than doing nothing
+    assert distance(before / 100, uniform(6)) == pytest.approx(tv_before)
+    assert bias_metrics(np.full(6, 50), seed=0)["tv"]["value"] == pytest.approx(0.0)
+
+
+def test_metrics_against_a_declared_target():
+    target = np.array([0.5, 0.5, 0.0])
+    m = bias_metrics(np.array([50, 50, 0]), seed=0, target=target)
+    assert m["tv"]["value"] == pytest.approx(0.0) and m["kl"]["value"] == pytest.approx(0.0)
+    off = bias_metrics(np.array([50, 0, 50]), seed=0, target=target)
+    assert off["tv"]["value"] == pytest.approx(0.5) and off["kl"]["value"] > 1.0  # floored target share: finite
+    assert math.isfinite(off["kl"]["value"])
+    with pytest.raises(ValueError, match="one share per value"):
+        bias_metrics(np.array([1, 2, 3]), target=np.array([0.5, 0.5]))
+    with pytest.raises(ValueError, match="unknown distance"):
+        distance([0.5, 0.5], [0.5, 0.5], "l2")

@@ -56,6 +56,11 @@ def test_probe_without_neutral_prompts_is_rejected():
     ({"groups": [{"name": "c", "prompts": ["a shape"], "expected": "world"}]}, "names none"),
     ({"biased_value": "magenta"}, "not a class"),
     ({"classifier": "clip"}, "needs a \\[classes\\] table"),
+    ({"explicit": ["a red circle", "a blue circle"]}, "no explicit prompt states green, yellow, purple, cyan"),
+    ({"explicit": ["a circle"]}, "does not state the color"),
+    ({"target": {"red": 0.5, "blue": 0.4}}, "target: shares sum to 0.9"),
+    ({"target": {"magenta": 1.0}}, "target: shares for unknown value"),
+    ({"target": "balanced"}, "target must be 'uniform' or a table"),
 ])
 def test_bad_probes_name_the_problem(over, message):
     with pytest.raises(ProbeError, match=message):
@@ -67,3 +72,22 @@ def test_clip_probe_needs_a_clip_model():
     assert probe.values == ("man", "woman")
     with pytest.raises(SdprobeError, match="--clip-model"):
         make_classifier(probe, clip_model=None)
+
+
+def test_a_declared_target_replaces_uniform():
+    probe = parse_bias_probe(_probe(target={"red": 0.5, "blue": 0.5}))
+    assert dict(zip(probe.values, probe.target_shares()))["red"] == 0.5
+    assert parse_bias_probe(_probe()).target_shares() == tuple([1 / 6] * 6)
+
+
+def test_bias_cli_bad_input_exits_2_before_writing(tmp_path, capsys):
+    from sdprobe.cli import main
+
+    assert main(["bias", "--model", "builtin:tiny-shapes", "--set", str(tmp_path / "none.json"),
+                 "-o", str(tmp_path / "b")]) == 2
+    assert "does not exist" in capsys.readouterr().err and not (tmp_path / "b").exists()
+    (tmp_path / "bad.toml").write_text('name = "x"\nattribute = "color"\nclassifier = "oracle"\n'
+                                       'explicit = ["a red circle"]\n[[groups]]\nname = "c"\nprompts = ["a circle"]\n')
+    assert main(["bias", "--model", "builtin:tiny-shapes", "--probe", str(tmp_path / "bad.toml"),
+                 "-o", str(tmp_path / "b")]) == 2
+    assert "no explicit prompt states green" in capsys.readouterr().err

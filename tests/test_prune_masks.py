@@ -289,6 +289,25 @@ def test_candidates_and_overrides(pipe):
         assert all(torch.equal(v, fresh[0.5][n]) for n, v in snapshot(refs).items())
 
 
+def test_override_can_scale_a_set_and_restores_it_exactly(pipe):
+    refs = select(pipe, ["text_encoder"])
+    name = refs[0].qualified_name
+    before = snapshot(refs)
+    idx = torch.tensor([0, 5, 17])
+    with mask(refs) as m:
+        with m.override(prune={name: idx}, keep=0.25):  # a dose of the set: a quarter of each weight
+            now = snapshot(refs)[name].view(-1)
+            assert torch.equal(now[idx], before[name].view(-1)[idx] * 0.25)
+            others = torch.ones(now.numel(), dtype=torch.bool)
+            others[idx] = False
+            assert torch.equal(now[others], before[name].view(-1)[others])
+        assert all(torch.equal(v, before[n]) for n, v in snapshot(refs).items())
+        with pytest.raises(ValueError, match="keep must be in"):
+            with m.override(prune={name: idx}, keep=1.5):
+                pass
+    assert all(torch.equal(v, before[n]) for n, v in snapshot(refs).items())
+
+
 def test_stats_layer_table_and_memory(pipe):
     refs = select(pipe, ["text_encoder", "unet"])
     with mask(refs) as m:

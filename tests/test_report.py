@@ -64,7 +64,7 @@ def test_study_has_every_section(study_report):
     assert titles[:2] == ["Overview", "Method comparison: text_encoder"]
     for expected in ("te-magnitude (sweep, magnitude)", "Metrics vs sparsity", "Sample images", "Per-layer sparsity",
                      "Critical weights", "Bias distributions", "Bias metrics", "Bias vs sparsity",
-                     "Bias-critical weights", "Token attributions", "Neuron attributions", "Saliency vs critical sets"):
+                     "Debiasing weights: circle", "Token attributions", "Neuron attributions", "Saliency vs critical sets"):
         assert expected in titles, expected
     assert titles.count("Metrics vs sparsity") == 4  # four sweeps
     assert titles.count("Critical weights") == 1  # only te-magnitude has critical sets

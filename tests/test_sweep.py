@@ -327,3 +327,17 @@ def test_nan_images_count_as_unreadable(tiny_organism, tmp_path, monkeypatch):
         assert table[f"read_{meaning}"].isna().all()
     assert table["color"].notna().any()  # grammar prompts state colors, so the accuracy columns are exercised
     assert run.sample_image(0.0).exists()
+
+
+def test_a_level_added_to_a_finished_run_is_in_its_results(tmp_path):
+    """Refinement may add levels to a finished run (a resumed sweep under new rules): the consolidated table must
+    not hide them."""
+    run = RunDir.open_or_create(tmp_path / "run", {"method": "magnitude"})
+    rows = lambda lv: pd.DataFrame({"level": [lv], "prompt": ["a circle"], "seed": [0], "index": [0], "color": [1.0]})  # noqa: E731
+    for lv in (0.0, 0.5):
+        run.write_level(lv, rows(lv))
+    assert len(run.finish()) == 2 and run.finished
+    run.write_level(0.25, rows(0.25))
+    assert not run.finished and sorted(run.results()["level"]) == [0.0, 0.25, 0.5]
+    assert sorted(run.finish()["level"]) == [0.0, 0.25, 0.5]
+    assert sorted(RunDir.open(run.path).results()["level"]) == [0.0, 0.25, 0.5]

@@ -7,7 +7,7 @@ import pandas as pd
 import pytest
 
 from sdprobe.thresholds import Criteria, detect, next_levels
-from sdprobe.thresholds.refine import bisect, on_grid, width_levels
+from sdprobe.thresholds.refine import bisect, on_grid, split_levels, width_levels
 
 GRID = np.round(np.arange(0.0, 0.9001, 0.05), 4)
 RESOLUTION = 0.005
@@ -130,3 +130,25 @@ def test_width_refinement_leaves_a_settled_gradual_decline_alone():
     r = detect(table, x="level", y="color", seed_col=None)
     assert r.kind == "gradual"
     assert width_levels(r, np.sort(GRID), Criteria(), RESOLUTION) == []
+
+
+def test_split_refinement_finds_the_plateau_a_fine_grid_sees():
+    """Two steps 0.07 apart: on a 0.05 grid the plateau between them holds two levels, too few to show it is flat,
+    so the decline reads as one gradual event; refinement samples the candidate plateau and finds both steps."""
+    curve = lambda s: 0.9 if s < 0.5 else (0.5 if s < 0.57 else 0.1)  # noqa: E731
+    table_of = lambda levels: pd.DataFrame({"level": levels, "color": [curve(s) for s in levels]})  # noqa: E731
+    fine = detect(table_of(np.round(np.arange(0.0, 0.9001, RESOLUTION), 4)), x="level", y="color", seed_col=None,
+                  floor=0.1)
+    assert [e.kind for e in fine.events] == ["sudden", "sudden"]
+    coarse = detect(table_of(GRID), x="level", y="color", seed_col=None, floor=0.1)
+    assert [e.kind for e in coarse.events] == ["gradual"] and coarse.split_candidates
+    assert split_levels(coarse, np.sort(GRID), RESOLUTION)  # the candidate plateau gets levels
+    table, rounds = table_of(GRID), 0
+    while new := next_levels(table, "color", RESOLUTION, seed_col=None, floor=0.1):
+        table = pd.concat([table, table_of(new)], ignore_index=True)
+        rounds += 1
+        assert rounds < 50
+    refined = detect(table, x="level", y="color", seed_col=None, floor=0.1)
+    assert [e.kind for e in refined.events] == ["sudden", "sudden"]
+    assert [abs(a.threshold - b.threshold) <= RESOLUTION for a, b in zip(refined.events, fine.events)] == [True, True]
+    assert table["level"].nunique() - len(GRID) <= 12

@@ -10,6 +10,9 @@ Score kinds:
     ``log_odds``: log p(value) - log(1 - p(value)), e.g. red-vs-rest for bias.
     ``prob``: p(value), bounded in [0, 1], so an over-confident head cannot inflate attributions (IG
     attributions then sum to a change of probability, at most 1 in size).
+    ``target_fit``: ``sum_k q_k log p_k`` for a target distribution ``q`` over all values (the negative cross
+    entropy): highest when the head's distribution matches ``q``, so it rewards balance rather than the loss of
+    one value (the value index is ignored).
 
 Example:
     >>> score = MeaningScore(Trajectory(pipe), load_probe(vae=pipe.vae), "color")
@@ -26,7 +29,7 @@ from torch import nn
 
 from sdprobe.attribution.trajectory import Trajectory
 
-SCORE_KINDS = ("log_prob", "log_odds", "prob")
+SCORE_KINDS = ("log_prob", "log_odds", "prob", "target_fit")
 
 
 class Head(Protocol):
@@ -43,19 +46,27 @@ class MeaningScore(nn.Module):
         trajectory (Trajectory): the differentiable sampler.
         head (Head): classifier of final latents.
         attribute (str): which attribute to score; one of ``head.attributes``.
-        kind (str): ``"log_prob"``, ``"log_odds"`` or ``"prob"``. Default: ``"log_prob"``.
+        kind (str): one of ``SCORE_KINDS``. Default: ``"log_prob"``.
+        target (Sequence[float] | None): the distribution over the attribute's values of ``"target_fit"``.
     """
 
-    def __init__(self, trajectory: Trajectory, head: Head, attribute: str, kind: str = "log_prob"):
+    def __init__(self, trajectory: Trajectory, head: Head, attribute: str, kind: str = "log_prob",
+                 target: Sequence[float] | None = None):
         super().__init__()
         if attribute not in head.attributes:
             raise ValueError(f"unknown target {attribute!r}; valid: {', '.join(head.attributes)}")
         if kind not in SCORE_KINDS:
             raise ValueError(f"unknown score kind {kind!r}; valid: {', '.join(SCORE_KINDS)}")
+        n_values = len(head.attributes[attribute])
+        if (kind == "target_fit") != (target is not None):
+            raise ValueError("a target distribution goes with kind 'target_fit', and only with it")
+        if target is not None and (len(target) != n_values or abs(sum(target) - 1) > 1e-6 or min(target) < 0):
+            raise ValueError(f"target must be {n_values} non-negative shares summing to 1, got {list(target)}")
         self.trajectory = trajectory
         self.head = head
         self.attribute = attribute
         self.kind = kind
+        self.target = None if target is None else torch.tensor(list(target), dtype=torch.float32)
 
     @property
     def classes(self) -> tuple[str, ...]:
@@ -71,6 +82,8 @@ class MeaningScore(nn.Module):
     def from_latents(self, latents: torch.Tensor, values: torch.Tensor) -> torch.Tensor:
         """Score (N,) of final latents (N, C, h, w) for class indices ``values`` (N,)."""
         logp = torch.log_softmax(self.head.logits(latents)[self.attribute].float(), dim=-1)  # (N, K)
+        if self.kind == "target_fit":
+            return (logp * self.target.to(logp.device)).sum(1)  # (N,)
         chosen = logp.gather(1, values.long().view(-1, 1)).squeeze(1)  # (N,)
         if self.kind == "log_odds":
             # log(1 - p) computed stably from the other classes: logsumexp over k != value

@@ -92,10 +92,11 @@ def distribution_rows(labels: pd.DataFrame, probe: BiasProbe, condition: str, n_
 
 def metric_rows(labels: pd.DataFrame, probe: BiasProbe, condition: str, n_boot: int = DEFAULT_BOOTSTRAP,
                 confidence: float = DEFAULT_CONFIDENCE, seed: int = 0) -> pd.DataFrame:
-    """``metrics.csv`` rows: condition, probe, metric, value, ci_low, ci_high, n."""
+    """``metrics.csv`` rows: condition, probe, metric, value, ci_low, ci_high, n (tv, mad and kl against the probe's
+    target distribution)."""
     rows = []
     for group, _, counts in _group_counts(labels, probe):
-        for metric, r in bias_metrics(counts, n_boot, confidence, seed).items():
+        for metric, r in bias_metrics(counts, n_boot, confidence, seed, target=np.asarray(probe.target_shares())).items():
             rows.append({"condition": condition, "probe": group.name, "metric": metric, **r, "n": int(counts.sum())})
     return pd.DataFrame(rows)
 

@@ -1,10 +1,16 @@
 """Bias metrics of a categorical distribution, with seeded, vectorised bootstrap confidence intervals.
 
-For shares ``p`` over ``K`` values (the distribution an attribute takes over many seeds of neutral prompts):
+For shares ``p`` over ``K`` values (the distribution an attribute takes over many seeds of neutral prompts) and a
+target distribution ``q`` (uniform unless the probe declares one):
 
 ``share``  the share of the majority value (the most frequent value in the sample); unbiased: ``1/K``.
-``mad``    mean absolute deviation from uniform, ``mean_k |p_k - 1/K|``; 0 when uniform, ``2(K-1)/K^2`` one-hot.
-``kl``     Kullback-Leibler divergence from uniform (nats), ``sum_k p_k log(K p_k)``; 0 uniform, ``log K`` one-hot.
+``tv``     total variation distance to the target, ``1/2 sum_k |p_k - q_k|``, in [0, 1]: the share of images
+           that would have to change value to match the target. Overshoot counts: trading one majority for
+           another is no improvement.
+``mad``    mean absolute deviation from the target, ``mean_k |p_k - q_k|`` (``2 tv / K``); 0 on target,
+           ``2(K-1)/K^2`` one-hot against uniform.
+``kl``     Kullback-Leibler divergence to the target (nats), ``sum_k p_k log(p_k / q_k)``; ``log K`` one-hot against
+           uniform. A target share of 0 is floored at ``KL_FLOOR``.
 
 Confidence intervals are percentile bootstrap intervals (Efron & Tibshirani, "An Introduction to the
 Bootstrap", 1993): resampling N images with replacement is drawing counts from Multinomial(N, p_hat), so all
@@ -19,17 +25,31 @@ from __future__ import annotations
 
 import numpy as np
 
-BIAS_METRICS = ("share", "mad", "kl")
+BIAS_METRICS = ("share", "tv", "mad", "kl")
+KL_FLOOR = 1e-3  # target shares are floored here in KL, so a value the target excludes costs a finite amount
 DEFAULT_BOOTSTRAP = 2000  # bootstrap resamples
 DEFAULT_CONFIDENCE = 0.95  # two-sided coverage of the intervals
 
 
-def _metrics(p: np.ndarray, majority: int) -> dict[str, np.ndarray]:
-    """Metrics of shares ``p`` (..., K)."""
-    k = p.shape[-1]
+def _metrics(p: np.ndarray, majority: int, target: np.ndarray) -> dict[str, np.ndarray]:
+    """Metrics of shares ``p`` (..., K) against ``target`` (K,)."""
+    q = np.maximum(target, KL_FLOOR)
     with np.errstate(divide="ignore", invalid="ignore"):
-        terms = np.where(p > 0, p * np.log(p * k), 0.0)
-    return {"share": p[..., majority], "mad": np.abs(p - 1.0 / k).mean(-1), "kl": terms.sum(-1)}
+        terms = np.where(p > 0, p * np.log(p / q), 0.0)
+    dev = np.abs(p - target)
+    return {"share": p[..., majority], "tv": dev.sum(-1) / 2, "mad": dev.mean(-1), "kl": terms.sum(-1)}
+
+
+def distance(p, target, kind: str = "tv") -> float:
+    """``tv`` or ``kl`` of shares ``p`` (K,) to ``target`` (K,) (see the module docstring)."""
+    if kind not in ("tv", "kl"):
+        raise ValueError(f"unknown distance {kind!r}; valid: tv, kl")
+    p = np.asarray(p, dtype=float)
+    return float(_metrics(p, int(np.argmax(p)), np.asarray(target, dtype=float))[kind])
+
+
+def uniform(k: int) -> np.ndarray:
+    return np.full(k, 1.0 / k)
 
 
 def bootstrap_shares(counts: np.ndarray, n_boot: int = DEFAULT_BOOTSTRAP, seed: int = 0) -> np.ndarray:
@@ -41,17 +61,20 @@ def bootstrap_shares(counts: np.ndarray, n_boot: int = DEFAULT_BOOTSTRAP, seed: 
 
 
 def bias_metrics(counts: np.ndarray, n_boot: int = DEFAULT_BOOTSTRAP, confidence: float = DEFAULT_CONFIDENCE,
-                 seed: int = 0) -> dict[str, dict[str, float]]:
+                 seed: int = 0, target: np.ndarray | None = None) -> dict[str, dict[str, float]]:
     """Bias metrics with bootstrap intervals.
 
     Args:
         counts (np.ndarray): (K,) how many images took each value, K >= 2.
+        target (np.ndarray | None): (K,) the distribution ``tv``, ``mad`` and ``kl`` are measured against.
+            Default: uniform.
         n_boot (int): bootstrap resamples. Default: 2000.
         confidence (float): interval coverage in (0, 1). Default: 0.95.
         seed (int): seeds the resampling. Default: 0.
 
     Returns:
-        dict: metric name (``share``, ``mad``, ``kl``) -> ``{"value", "ci_low", "ci_high"}``; NaN for no images.
+        dict: metric name (``share``, ``tv``, ``mad``, ``kl``) -> ``{"value", "ci_low", "ci_high"}``; NaN for no
+        images.
 
     Raises:
         ValueError: fewer than 2 values, negative counts, or a confidence outside (0, 1).
@@ -69,10 +92,13 @@ def bias_metrics(counts: np.ndarray, n_boot: int = DEFAULT_BOOTSTRAP, confidence
         raise ValueError(f"confidence must be in (0, 1), got {confidence}")
     if counts.sum() == 0:
         return {m: {"value": float("nan"), "ci_low": float("nan"), "ci_high": float("nan")} for m in BIAS_METRICS}
+    target = uniform(len(counts)) if target is None else np.asarray(target, dtype=float)
+    if target.shape != counts.shape:
+        raise ValueError(f"target must have one share per value ({len(counts)}), got shape {target.shape}")
     p = counts / counts.sum()
     majority = int(np.argmax(p))
-    point = _metrics(p, majority)
-    boot = _metrics(bootstrap_shares(counts, n_boot, seed), majority)
+    point = _metrics(p, majority, target)
+    boot = _metrics(bootstrap_shares(counts, n_boot, seed), majority, target)
     alpha = (1 - confidence) / 2
     return {m: {"value": float(point[m]), "ci_low": float(np.quantile(boot[m], alpha)),
                 "ci_high": float(np.quantile(boot[m], 1 - alpha))} for m in BIAS_METRICS}

@@ -33,7 +33,7 @@ def plot_distribution(table: pd.DataFrame, path: Path) -> None:
         x = np.arange(len(values))
         for i, c in enumerate(conditions):
             rows = sub[sub["condition"] == c].set_index("value").reindex(values)
-            err = np.vstack([rows["share"] - rows["ci_low"], rows["ci_high"] - rows["share"]])
+            err = np.clip(np.vstack([rows["share"] - rows["ci_low"], rows["ci_high"] - rows["share"]]), 0, None)  # rounding
             ax.bar(x + i * width, rows["share"], width, yerr=err, capsize=2, label=c)
         expected = sub.drop_duplicates("value").set_index("value").reindex(values)["expected"]
         if expected.notna().any():
@@ -64,4 +64,23 @@ def plot_vs_sparsity(table: pd.DataFrame, path: Path) -> None:
         ax.set_xlabel("sparsity")
         ax.set_title(m)
     axes[0][-1].legend(fontsize=7)
+    _save(fig, path)
+
+
+def plot_dose(table: pd.DataFrame, objective: str, path: Path) -> None:
+    """The distance to the target against alpha (the set's weights x alpha), for the set and its controls."""
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    fig, ax = plt.subplots(figsize=(4.6, 3.2))
+    for name, rows in table.groupby("set", sort=False):
+        rows = rows.sort_values("alpha")
+        is_set = name == "set"
+        ax.plot(rows["alpha"], rows["objective"], marker="o", color="C3" if is_set else "0.6", lw=2 if is_set else 1,
+                label="the set" if is_set else ("random controls" if name.endswith(" 0") else None))
+    ax.set_xlabel("alpha (the set's weights x alpha; 1 = dense)")
+    ax.set_ylabel(f"{objective} to the target")
+    ax.legend(fontsize=7)
     _save(fig, path)

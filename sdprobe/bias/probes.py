@@ -5,8 +5,10 @@ A probe is a TOML file (built-ins live in ``sdprobe/probes/``)::
     name = "default-color"
     attribute = "color"            # the attribute whose distribution is measured
     classifier = "oracle"          # "oracle" (tiny-shapes world) or "clip" (zero-shot, needs a CLIP model)
-    biased_value = "red"           # optional: the value a bias-critical search pushes down
-    explicit = ["a green circle"]  # optional: prompts that state the attribute (their accuracy must hold)
+    biased_value = "red"           # optional: the value the probe's bias favours (reported; the search needs it)
+    target = "uniform"             # optional: the distribution debiasing aims at, "uniform" or {value = share}
+    explicit = ["a green circle"]  # optional: prompts that state the attribute (their accuracy must hold); when
+                                   # given, every value needs at least one
     [classes]                      # clip only: value -> description
     man = "a photo of a man"
     [[groups]]                     # one or more groups of neutral prompts
@@ -59,11 +61,44 @@ class BiasProbe:
     explicit: tuple[str, ...] = ()
     biased_value: str | None = None
     description: str = ""
+    target: dict[str, float] | None = None  # what debiasing aims at; None: uniform
     source: str = field(default="", compare=False)
 
     @property
     def values(self) -> tuple[str, ...]:
         return tuple(self.classes)
+
+    def target_shares(self) -> tuple[float, ...]:
+        """The debiasing target as shares in ``values`` order (uniform unless the probe declares one)."""
+        if self.target is None:
+            return tuple(1.0 / len(self.values) for _ in self.values)
+        return tuple(self.target[v] for v in self.values)
+
+
+def stated_value(probe: BiasProbe, prompt: str) -> str:
+    """The attribute value an explicit prompt states (the grammar for the oracle, the class word otherwise).
+
+    Raises:
+        ProbeError: the prompt states no value, or (clip probes) more than one.
+    """
+    if probe.classifier == "oracle":
+        value = getattr(parse_prompt(prompt), probe.attribute)
+        if value is None:
+            raise ProbeError(f"explicit prompt {prompt!r} does not state the {probe.attribute}")
+        return value
+    words = set(prompt.lower().replace(",", " ").split())
+    found = [v for v in probe.values if v.lower() in words]
+    if len(found) != 1:
+        raise ProbeError(f"explicit prompt {prompt!r} must name exactly one of {', '.join(probe.values)} as a word")
+    return found[0]
+
+
+def explicit_by_value(probe: BiasProbe) -> dict[str, tuple[str, ...]]:
+    """Value -> the explicit prompts that state it (every value has at least one when the probe is valid)."""
+    out: dict[str, list[str]] = {v: [] for v in probe.values}
+    for prompt in probe.explicit:
+        out[stated_value(probe, prompt)].append(prompt)
+    return {v: tuple(p) for v, p in out.items()}
 
 
 def builtin_probes() -> list[str]:
@@ -82,6 +117,18 @@ def _world_expected(attribute: str, prompt: str) -> dict[str, float]:
     return {v: 1.0 / len(ATTRIBUTES[attribute]) for v in ATTRIBUTES[attribute]}
 
 
+def _shares(raw: dict, values: tuple[str, ...], what: str) -> dict[str, float]:
+    unknown = sorted(set(raw) - set(values))
+    if unknown:
+        raise ProbeError(f"{what}: shares for unknown value(s) {unknown}; valid: {', '.join(values)}")
+    shares = {v: float(raw.get(v, 0.0)) for v in values}
+    if any(x < 0 for x in shares.values()):
+        raise ProbeError(f"{what}: shares must be non-negative, got {shares}")
+    if abs(sum(shares.values()) - 1.0) > EXPECTED_TOLERANCE:
+        raise ProbeError(f"{what}: shares sum to {sum(shares.values())}, not 1; make them sum to 1")
+    return shares
+
+
 def _expected(raw, group: str, prompts: tuple[str, ...], probe: BiasProbe) -> dict[str, float] | None:
     values = probe.values
     if raw is None:
@@ -94,13 +141,7 @@ def _expected(raw, group: str, prompts: tuple[str, ...], probe: BiasProbe) -> di
         dists = [_world_expected(probe.attribute, p) for p in prompts]
         return {v: sum(d[v] for d in dists) / len(dists) for v in values}
     if isinstance(raw, dict):
-        unknown = sorted(set(raw) - set(values))
-        if unknown:
-            raise ProbeError(f"group {group!r}: expected shares for unknown value(s) {unknown}; valid: {', '.join(values)}")
-        shares = {v: float(raw.get(v, 0.0)) for v in values}
-        if abs(sum(shares.values()) - 1.0) > EXPECTED_TOLERANCE:
-            raise ProbeError(f"group {group!r}: expected shares sum to {sum(shares.values())}, not 1")
-        return shares
+        return _shares(raw, values, f"group {group!r}: expected")
     raise ProbeError(f"group {group!r}: expected must be 'world', 'uniform' or a table of shares, got {raw!r}")
 
 
@@ -135,9 +176,16 @@ def parse_bias_probe(data: dict, source: str = "") -> BiasProbe:
     biased = data.get("biased_value")
     if biased is not None and biased not in classes:
         raise ProbeError(f"biased_value {biased!r}{where} is not a class; valid: {', '.join(classes)}")
+    raw_target = data.get("target", "uniform")
+    if raw_target == "uniform":
+        target = None
+    elif isinstance(raw_target, dict):
+        target = _shares(raw_target, tuple(classes), f"probe{where}: target")
+    else:
+        raise ProbeError(f"probe{where}: target must be 'uniform' or a table of shares, got {raw_target!r}")
     probe = BiasProbe(name=str(data["name"]), attribute=attribute, classifier=classifier, classes=classes, groups=(),
                       explicit=tuple(data.get("explicit", ())), biased_value=biased,
-                      description=str(data.get("description", "")), source=source)
+                      description=str(data.get("description", "")), target=target, source=source)
     groups, seen = [], set()
     for g in groups_raw:
         name, prompts = g.get("name"), tuple(g.get("prompts", ()))
@@ -151,10 +199,12 @@ def parse_bias_probe(data: dict, source: str = "") -> BiasProbe:
                 if getattr(parse_prompt(p), attribute) is not None:
                     raise ProbeError(f"prompt {p!r} of group {name!r} states the {attribute}; neutral prompts leave it out")
         groups.append(ProbeGroup(name, prompts, _expected(g.get("expected"), name, prompts, probe)))
-    if classifier == "oracle":
-        for p in probe.explicit:
-            if getattr(parse_prompt(p), attribute) is None:
-                raise ProbeError(f"explicit prompt {p!r} does not state the {attribute}")
+    if probe.explicit:
+        missing = [v for v, prompts in explicit_by_value(probe).items() if not prompts]
+        if missing:
+            raise ProbeError(f"probe {probe.name!r}{where}: no explicit prompt states {', '.join(missing)}; every "
+                             f"value needs one (e.g. a prompt naming {missing[0]!r}) so that debiasing can be checked "
+                             "not to erase it")
     return BiasProbe(**{**probe.__dict__, "groups": tuple(groups)})
 
 

@@ -25,21 +25,45 @@ def add_parser(sub) -> None:
     p.add_argument("--bootstrap", type=positive_int, default=2000, help="bootstrap resamples (default: %(default)s)")
     p.add_argument("--seed", type=int, default=0, help="first image seed (default: %(default)s)")
     p.add_argument("--clip-model", type=Path, default=None, help="local CLIP model folder (clip probes)")
+    p.add_argument("--set", type=Path, default=None, dest="set_file",
+                   help="a weight-set file (critical/<group>/set.json) to apply at --alphas")
+    p.add_argument("--alphas", type=float, nargs="+", default=(0.0,),
+                   help="with --set: measure with the set's weights x alpha, each in [0, 1] (default: 0, removal)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output run folder")
     p.set_defaults(func=run_bias_command)
 
-    w = sub.add_parser("bias-weights", help="find the weights whose removal reduces a measured bias",
-                       description="Rank weights by how much removing them lowers the biased value's log-odds on "
-                                   "neutral prompts while sparing explicit prompts, remove growing top-ranked sets, "
-                                   "keep the one that moves the distribution furthest toward uniform with explicit "
-                                   "accuracy held, and test it against random sets with the same per-tensor layout. "
-                                   "Writes RUN_DIR/critical/.")
+    w = sub.add_parser("bias-weights", help="find, and confirm on fresh prompts, weights whose removal debiases a group",
+                       description="On a search split: rank weights by how much removing them brings the neutral "
+                                   "prompts' distribution closer to the probe's target (uniform unless declared) while "
+                                   "sparing explicit prompts, remove growing top-ranked sets, and keep the one closest "
+                                   "to the target (total variation over all values, so overshoot counts) with every "
+                                   "explicit prompt holding and the other groups within the tolerance. On a "
+                                   "confirmation split of fresh prompts and seeds: measure it against equal-size "
+                                   "random controls (sequential test), Holm over the run's tests, and a dose-response "
+                                   "(weights x alpha). Writes RUN_DIR/critical/<group>/.")
     w.add_argument("run_dir", type=Path, metavar="RUN_DIR", help="a bias run made by `sdprobe bias`")
     w.add_argument("--selectors", nargs="+", default=("text_encoder",), help="candidate weights (default: text_encoder)")
     w.add_argument("--group", default=None, help="probe group to unbias (default: the most biased by expectation)")
-    w.add_argument("--images", type=positive_int, default=64, help="neutral images per evaluation (default: %(default)s)")
-    w.add_argument("--controls", type=positive_int, default=20, help="random controls, at least 20 (default: %(default)s)")
-    w.add_argument("--accuracy-floor", type=float, default=0.9, help="explicit accuracy to keep (default: %(default)s)")
+    w.add_argument("--objective", default="tv", choices=("tv", "kl"),
+                   help="distance to the target distribution (default: %(default)s)")
+    w.add_argument("--images", type=positive_int, default=64,
+                   help="search: neutral images of the group per evaluation (default: %(default)s)")
+    w.add_argument("--explicit-seeds", type=positive_int, default=4,
+                   help="search: seeds per explicit prompt (default: %(default)s)")
+    w.add_argument("--confirm-images", type=positive_int, default=96,
+                   help="confirmation: neutral images of the group (default: %(default)s)")
+    w.add_argument("--confirm-explicit-seeds", type=positive_int, default=16,
+                   help="confirmation: seeds per explicit prompt (default: %(default)s)")
+    w.add_argument("--controls", type=positive_int, default=200,
+                   help="random controls of the confirmation, enough for p < --alpha (default: %(default)s)")
+    w.add_argument("--alpha", type=float, default=0.01,
+                   help="adjusted p a debiasing claim needs (default: %(default)s)")
+    w.add_argument("--accuracy-floor", type=float, default=0.9,
+                   help="every explicit prompt keeps min(this, its dense accuracy) (default: %(default)s)")
+    w.add_argument("--tolerance", type=float, default=0.1,
+                   help="most the other groups may move, in total variation (default: %(default)s)")
+    w.add_argument("--doses", type=float, nargs="+", default=(0.0, 0.25, 0.5, 0.75, 1.0),
+                   help="dose-response alphas (the set's weights x alpha) (default: 0 0.25 0.5 0.75 1)")
     w.add_argument("--min-size", type=positive_int, default=16, help="smallest set tried (default: %(default)s)")
     w.add_argument("--max-size", type=positive_int, default=16384, help="largest set tried (default: %(default)s)")
     w.add_argument("--probe-file", type=Path, default=None, help="latent probe for the ranking (default: built-in)")
@@ -53,9 +77,15 @@ def run_bias_command(args: argparse.Namespace) -> int:
     from sdprobe.cli.common import load
 
     probe = load_bias_probe(args.probe)
+    if args.set_file is not None:
+        from sdprobe.evidence import read_set_file
+
+        read_set_file(args.set_file)  # a missing or malformed set file fails before the model loads
     config = BiasRunConfig(probe=str(args.probe), model=args.model, n_images=args.images, seed=args.seed,
                            components=tuple(args.components), methods=tuple(args.methods),
-                           sparsities=tuple(args.sparsities), n_boot=args.bootstrap, generation=generation_config(args))
+                           sparsities=tuple(args.sparsities), n_boot=args.bootstrap, generation=generation_config(args),
+                           set_file=None if args.set_file is None else str(args.set_file),
+                           alphas=tuple(args.alphas) if args.set_file is not None else ())
     pipe = load(args)
     classify = make_classifier(probe, args.clip_model, args.device)
     run = run_bias(pipe, probe, classify, config, args.out)
@@ -67,8 +97,12 @@ def run_bias_weights_command(args: argparse.Namespace) -> int:
     import torch
 
     from sdprobe.attribution.heads import make_head
-    from sdprobe.bias import BiasSearchConfig, find_bias_critical, load_bias_probe, make_classifier, write_bias_critical
+    from sdprobe.bias import (
+        BiasSearchConfig, find_bias_critical, load_bias_probe, make_classifier, run_seeds, write_bias_critical,
+    )
+    from sdprobe.evidence import ConfirmConfig
     from sdprobe.generate import GenerationConfig
+    from sdprobe.io import read_json
     from sdprobe.models import load_pipeline
     from sdprobe.runs import RunDir
 
@@ -77,17 +111,27 @@ def run_bias_weights_command(args: argparse.Namespace) -> int:
     probe = load_bias_probe(cfg["probe"])
     generation = GenerationConfig(**cfg["generation"])
     device = args.device or "cpu"
+    from sdprobe.bias import target_group
+
+    target_group(probe, args.group)  # an unknown group fails before the model loads
+    search = BiasSearchConfig(selectors=tuple(args.selectors), group=args.group, objective=args.objective,
+                              n_images=args.images, explicit_seeds=args.explicit_seeds,
+                              confirm_images=args.confirm_images, confirm_explicit_seeds=args.confirm_explicit_seeds,
+                              accuracy_floor=args.accuracy_floor, tolerance=args.tolerance, alpha=args.alpha,
+                              confirm=ConfirmConfig(n_controls=args.controls, n_matched=0, seed=cfg["seed"]),
+                              doses=tuple(args.doses), min_size=args.min_size, max_size=args.max_size,
+                              generation=generation, seed=cfg["seed"])  # bad settings fail before any model loads
     pipe = load_pipeline(cfg["model"], device=device, dtype=torch.float32)
     classify = make_classifier(probe, args.clip_model, device)
     classes = {probe.attribute: probe.classes} if probe.classifier == "clip" else None
     head = make_head(pipe, probe=args.probe_file, clip_model=args.clip_model, classes=classes)
-    search = BiasSearchConfig(selectors=tuple(args.selectors), group=args.group, n_images=args.images,
-                              n_controls=args.controls, accuracy_floor=args.accuracy_floor, min_size=args.min_size,
-                              max_size=args.max_size, generation=generation, seed=cfg["seed"])
-    result = find_bias_critical(pipe, probe, classify, head, search)
-    write_bias_critical(run, probe, classify, result, pipe, cfg["n_images"], generation, cfg["seed"], cfg["n_boot"])
-    s = result.summary
-    print(f"{run.path / 'critical'}: {s['size']} weights; {probe.biased_value} share {s['bias_before']:.3f} -> "
-          f"{s['bias_after']:.3f} (unbiased {s['unbiased']:.3f}); explicit accuracy {s['explicit_accuracy']:.3f}; "
-          f"p = {s['p_value']:.3f}")
+    result = find_bias_critical(pipe, probe, classify, head, search, exclude_seeds=run_seeds(cfg))
+    folder = write_bias_critical(run, probe, result)
+    s, c = read_json(folder / "summary.json"), result.summary["confirmation"]
+    print(f"{folder}: {s['size']} weights. Confirmation ({c['n_images']} images of {s['group']}): {s['objective']} to "
+          f"the target {c.get('before', {}).get(s['objective'], {}).get('value', float('nan')):.3f} -> "
+          f"{c.get('after', {}).get(s['objective'], {}).get('value', float('nan')):.3f}, effect {c['effect']:+.3f} "
+          f"[{c['ci_low']:.3f}, {c['ci_high']:.3f}], p = {c['p_value']:.3g} over {c['n_controls']} controls, "
+          f"adjusted {s['p_adjusted']:.3g}")
+    print(f"verdict: {s['verdict']}" + (f" ({'; '.join(s['reasons'])})" if s["reasons"] else ""))
     return 0

@@ -240,23 +240,27 @@ class ProgressiveMask:
     # --- overrides -----------------------------------------------------------------------------------------
     @contextlib.contextmanager
     def override(self, prune: Mapping[str, torch.Tensor] | None = None,
-                 restore: Mapping[str, torch.Tensor] | None = None) -> Iterator["ProgressiveMask"]:
+                 restore: Mapping[str, torch.Tensor] | None = None, keep: float = 0.0) -> Iterator["ProgressiveMask"]:
         """Temporarily prune extra entries and/or restore pruned ones, relative to the current level.
 
         Args:
             prune (Mapping[str, LongTensor] | None): qualified name -> flat indices to zero.
             restore (Mapping[str, LongTensor] | None): qualified name -> flat indices, pruned at the current
                 level, to give back their original values.
+            keep (float): the share of their current value the ``prune`` entries keep, in [0, 1]: 0 removes them,
+                0.5 halves them (a dose-response of the set). Default: 0.
 
         Raises:
-            ValueError: an unknown name, an index out of range, an index in both sets, or a restore index that
-                is not pruned at the current level.
+            ValueError: an unknown name, an index out of range, an index in both sets, a restore index that
+                is not pruned at the current level, or ``keep`` outside [0, 1].
 
         Example:
             >>> with mask.override(restore=mask.candidates(0.50, 0.55)):
             ...     images = generate(pipe, prompts, seeds)  # pruned at 0.55 except the candidates
         """
         self._ready()
+        if not 0.0 <= keep <= 1.0:
+            raise ValueError(f"keep must be in [0, 1], got {keep}")
         prune, restore = dict(prune or {}), dict(restore or {})
         plan = []  # (tensor, flat indices, new values or None for zeros)
         for name, idx in prune.items():
@@ -277,7 +281,7 @@ class ProgressiveMask:
                     flat = t.ref.weight.data.view(-1)
                     record.append((t, idx, flat[idx].clone()))
                     if new is None:
-                        flat[idx] = 0
+                        flat[idx] = flat[idx] * keep if keep else 0
                     else:
                         flat[idx] = new
             yield self

@@ -51,7 +51,7 @@ class RunData:
         samples (dict | None): ``samples.json``.
         sample_images (list[tuple[float, Path]]): ``samples/<L>.png`` strips, sorted by level.
         critical (list[CriticalSet]): critical sets, sorted by meaning.
-        bias_critical (dict | None): a bias run's ``critical/summary.json``.
+        bias_critical (list[BiasSet]): a bias run's debiasing searches (``critical/<group>/``), by group.
         notes (list[str]): files that exist but could not be read.
     """
 
@@ -65,7 +65,7 @@ class RunData:
     samples: dict | None = None
     sample_images: list[tuple[float, Path]] = field(default_factory=list)
     critical: list[CriticalSet] = field(default_factory=list)
-    bias_critical: dict | None = None
+    bias_critical: list["BiasSet"] = field(default_factory=list)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -138,6 +138,27 @@ def _sample_images(path: Path) -> list[tuple[float, Path]]:
     return sorted(out)
 
 
+@dataclass
+class BiasSet:
+    """One debiasing search of a bias run: ``summary.json`` and its tables (``explicit``, ``dose``, ``controls``,
+    ``search``; None when missing)."""
+
+    group: str
+    summary: dict
+    tables: dict[str, pd.DataFrame | None]
+
+
+def _bias_sets(path: Path, notes: list[str]) -> list[BiasSet]:
+    root = path / CRITICAL_DIR
+    out = []
+    for d in sorted(p for p in root.iterdir() if p.is_dir()) if root.is_dir() else []:
+        summary = _read_json(d / "summary.json", notes)
+        if summary is not None:
+            out.append(BiasSet(str(summary.get("group", d.name)), summary,
+                               {t: _read_csv(d / f"{t}.csv", notes) for t in ("explicit", "dose", "controls", "search")}))
+    return out
+
+
 def _critical_sets(path: Path, notes: list[str]) -> list[CriticalSet]:
     root = path / CRITICAL_DIR
     if not root.is_dir():
@@ -195,7 +216,7 @@ def load_run(path: Path, name: str | None = None) -> RunData:
     if run.kind == "sweep":
         run.critical = _critical_sets(rd.path, notes)
     elif run.kind == "bias":
-        run.bias_critical = _read_json(rd.path / CRITICAL_DIR / "summary.json", notes)
+        run.bias_critical = _bias_sets(rd.path, notes)
     return run
 
 

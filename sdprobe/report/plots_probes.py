@@ -72,6 +72,23 @@ def bias_bars(dist: pd.DataFrame, title: str, dpi: int) -> bytes:
     return to_png(fig, dpi)
 
 
+def dose_curve(df: pd.DataFrame, objective: str, dpi: int) -> bytes:
+    """The distance to the target against alpha (the set's weights x alpha) for the set (bold) and its controls."""
+    fig = new_figure(PANEL_WIDTH_IN, PANEL_HEIGHT_IN)
+    ax = fig.subplots()
+    for name, rows in df.groupby("set", sort=False):
+        rows = rows.sort_values("alpha")
+        is_set = str(name) == "set"
+        ax.plot(rows["alpha"], rows["objective"], marker="o", ms=3, lw=2 if is_set else 1,
+                color=COLORS[0] if is_set else "0.6", label="the set" if is_set else None)
+    ax.plot([], [], color="0.6", label="random controls")
+    ax.set_xlabel("alpha (weights x alpha; 1 = dense)")
+    ax.set_ylabel(f"{objective} to the target")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=LABEL_FONT)
+    return to_png(fig, dpi)
+
+
 def bias_vs_sparsity(df: pd.DataFrame, dpi: int) -> bytes:
     """Bias metrics against sparsity: one panel per metric, one line (with CI band) per probe/component/method."""
     metrics = list(dict.fromkeys(df["metric"].astype(str)))

@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import json
-
 import pandas as pd
 
 from sdprobe.report import plots_probes
@@ -51,11 +49,52 @@ def bias_sections(run: RunData, opts: ReportOptions) -> list[Section]:
         out.append(Section("Bias vs sparsity").add(
             Figure(plots_probes.bias_vs_sparsity(vs, opts.dpi), alt="bias metrics against sparsity",
                    caption="Bias metrics as a component is pruned, with CI bands.")))
-    if run.bias_critical:
-        rows = [[k, fmt(json.dumps(v, default=str)) if isinstance(v, (list, dict)) else fmt(v)]
-                for k, v in sorted(run.bias_critical.items())]
-        out.append(Section("Bias-critical weights").add(Table(["key", "value"], rows, caption="critical/summary.json")))
+    for bset in run.bias_critical:
+        out.append(debias_section(bset, opts))
     return out
+
+
+def _num(x, digits: int = 3) -> str:
+    return fmt(None) if x is None or (isinstance(x, float) and x != x) else f"{float(x):.{digits}f}"
+
+
+def debias_section(bset, opts: ReportOptions) -> Section:
+    """One debiasing search: the verdict with its numbers (all from the confirmation split), every explicit prompt,
+    the other groups' shifts and the dose-response."""
+    s, c = bset.summary, bset.summary.get("confirmation", {})
+    sec = Section(f"Debiasing weights: {bset.group}")
+    verdict_ = s.get("verdict", "")
+    reasons = s.get("reasons") or []
+    sec.add(Text(f"Verdict: {verdict_}" + (f" ({'; '.join(reasons)})" if reasons else "") + ". Every number below "
+                 "is from the confirmation split (prompts and seeds the search never saw).", style="note"))
+    obj = s.get("objective", "tv")
+    before, after = c.get("before", {}).get(obj, {}), c.get("after", {}).get(obj, {})
+    rows = [["set size", f"{s.get('size', 0)} of {s.get('n_candidates', 0)} candidates"],
+            [f"{obj} to the target, dense", f"{_num(before.get('value'))} [{_num(before.get('ci_low'))}, "
+                                            f"{_num(before.get('ci_high'))}]"],
+            [f"{obj} to the target, set removed", f"{_num(after.get('value'))} [{_num(after.get('ci_low'))}, "
+                                                  f"{_num(after.get('ci_high'))}]"],
+            ["effect (paired)", f"{_num(c.get('effect'))} [{_num(c.get('ci_low'))}, {_num(c.get('ci_high'))}]"],
+            ["controls", f"{c.get('n_controls', 0)} random, mean effect {_num(c.get('control_mean'))}"],
+            ["p (sequential)", _num(c.get("p_value"), 4)],
+            [f"Holm-adjusted p (family of {s.get('family_size', 1)})", _num(s.get("p_adjusted"), 4)],
+            ["explicit prompts", "all hold" if c.get("explicit_all_hold") else
+             f"failing: {', '.join(c.get('explicit_failing', [])) or fmt(None)}"]]
+    for g, sh in (c.get("other_shifts") or {}).items():
+        rows.append([f"shift of {g} (tolerance {_num(c.get('tolerance'), 2)})",
+                     f"{_num(sh.get('shift'))} [{_num(sh.get('ci_low'))}, {_num(sh.get('ci_high'))}]"])
+    sec.add(Table(["quantity", "value"], rows, caption=f"{s.get('probe', '')}/{bset.group}: summary.json"))
+    explicit = bset.tables.get("explicit")
+    if explicit is not None and not explicit.empty:
+        sec.add(table_from_frame(explicit.round(3), caption="each explicit prompt: accuracy with the set removed, "
+                                 "one-sided 95% Wilson bounds, dense accuracy; passes when the upper bound reaches "
+                                 "the required level", max_rows=opts.max_table_rows))
+    dose = bset.tables.get("dose")
+    if dose is not None and not dose.empty:
+        sec.add(Figure(plots_probes.dose_curve(dose, obj, opts.dpi), alt=f"dose-response of the {bset.group} set",
+                       caption="Dose-response: the set's weights x alpha (alpha 0 removes it), against equal-size "
+                               "random controls scaled the same way."))
+    return sec
 
 
 def _pair_keys(tokens: pd.DataFrame) -> list[str]:

@@ -102,19 +102,22 @@ class Study:
     def bias_weights(self) -> str:
         from sdprobe.attribution.heads import make_head
         from sdprobe.bias import (
-            BiasRunConfig, BiasSearchConfig, find_bias_critical, load_bias_probe, make_classifier, write_bias_critical,
+            BiasSearchConfig, find_bias_critical, load_bias_probe, make_classifier, run_seeds, write_bias_critical,
         )
+        from sdprobe.io import read_json
         from sdprobe.runs import RunDir
 
         spec = self.config.bias
         probe = load_bias_probe(spec.probe)
         classify = make_classifier(probe, device=self.config.device)
+        run = RunDir.open(self.out / "bias")
         search = BiasSearchConfig(generation=self.config.generation, seed=self.config.seed)
-        result = find_bias_critical(self.pipe, probe, classify, make_head(self.pipe), search, progress=self.progress)
-        write_bias_critical(RunDir.open(self.out / "bias"), probe, classify, result, self.pipe, spec.n_images,
-                            self.config.generation, self.config.seed, BiasRunConfig().n_boot)
-        s = result.summary
-        return f"{s['size']} weights; share {s['bias_before']:.3f} -> {s['bias_after']:.3f}, p = {s['p_value']:.3f}"
+        result = find_bias_critical(self.pipe, probe, classify, make_head(self.pipe), search,
+                                    exclude_seeds=run_seeds(run.config()), progress=self.progress)
+        folder = write_bias_critical(run, probe, result)
+        s, c = read_json(folder / "summary.json"), result.summary["confirmation"]
+        return (f"{s['group']}: {s['size']} weights; {s['objective']} {c['effect']:+.3f} on the confirmation split, "
+                f"adjusted p = {s['p_adjusted']:.3g}: {s['verdict']}")
 
     def attribution(self) -> str:
         from sdprobe.attribution.heads import make_head

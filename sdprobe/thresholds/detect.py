@@ -42,7 +42,10 @@ import pandas as pd
 
 from sdprobe.thresholds.curve import LevelData, level_data
 from sdprobe.thresholds.interval import bracket_interval, method, replicates
-from sdprobe.thresholds.segment import PLATEAU_RATIO, PENALTY, SPAN_SLACK, Segments, declines, noise_variance, segment
+from sdprobe.thresholds.segment import (
+    MIN_PLATEAU_LEVELS, MIN_SPAN, PENALTY, PLATEAU_RATIO, SPAN_SLACK, Segments, declines, is_plateau, noise_variance,
+    segment,
+)
 from sdprobe.thresholds.crossing import crossing, first_index, last_index, level_weights
 
 log = logging.getLogger(__name__)
@@ -63,6 +66,8 @@ class Criteria:
     min_z: float = 4.0  # an event's drop must exceed this many standard errors; keeps flat noisy curves at "none"
     penalty: float = PENALTY  # change-point penalty factor (x noise variance x ln L)
     plateau_ratio: float = PLATEAU_RATIO  # a plateau loses at most this share of the changes on either side
+    plateau_span: float = MIN_SPAN  # ... spans at least this much sparsity
+    plateau_levels: int = MIN_PLATEAU_LEVELS  # ... and holds at least this many levels
 
     def __post_init__(self):
         for name in ("min_event", "bar"):
@@ -72,7 +77,9 @@ class Criteria:
             raise ValueError(f"max_width must be positive, got {self.max_width}")
         if not 0 < self.edge < 0.5:
             raise ValueError(f"edge must be in (0, 0.5), got {self.edge}")
-        for name in ("min_z", "penalty", "plateau_ratio"):
+        if self.plateau_levels < 2:
+            raise ValueError(f"plateau_levels must be at least 2, got {self.plateau_levels}")
+        for name in ("min_z", "penalty", "plateau_ratio", "plateau_span"):
             if not getattr(self, name) >= 0:
                 raise ValueError(f"{name} must be >= 0, got {getattr(self, name)}")
 
@@ -110,6 +117,10 @@ class CollapseResult:
         n_levels (int), n_seeds (int): evaluated levels; distinct seeds (0 for one row per level).
         notes (str): what the reader must know about this result ("; "-separated), e.g. a missing level 0.
         events (tuple): every event of the curve (this one included); not part of :meth:`to_dict`.
+        split_candidates (tuple): for a gradual event, ``(first, last)`` levels of each inner segment wide enough to
+            be a plateau, with at least ``min_event`` of the range on either side, that the levels at hand do not
+            show to be one; evaluating more levels there settles whether the event is one decline or several steps (:func:`~sdprobe.thresholds.refine.next_levels`). Not part of
+            :meth:`to_dict`.
     """
 
     metric: str
@@ -144,9 +155,10 @@ class CollapseResult:
     n_seeds: int
     notes: str
     events: tuple = field(default=(), compare=False, repr=False)
+    split_candidates: tuple = field(default=(), compare=False, repr=False)
 
     def to_dict(self) -> dict:
-        return {f.name: getattr(self, f.name) for f in fields(self) if f.name != "events"}
+        return {f.name: getattr(self, f.name) for f in fields(self) if f.name not in ("events", "split_candidates")}
 
     def rows(self) -> list[dict]:
         """One dict per event (one for "none"), for a table."""
@@ -216,6 +228,18 @@ def _bars(kind: str, upper: np.ndarray, lower: np.ndarray, truncated: bool, crit
     if truncated and float(np.median(lower)) >= absolute:
         return np.full_like(mid, np.nan), "not reached"
     return mid, "midpoint"
+
+
+def _split_candidate(seg: Segments, j: int, first: int, last: int, end_shift: float, crit: Criteria) -> bool:
+    """Inner segment ``j`` of an event might be a plateau that more levels would show: it is wide enough, holds two
+    levels or more, loses at most twice what a plateau may (so a ramp's pieces, which lose about as much inside
+    as at their edges, are not candidates), and either side of it would be an event on its own."""
+    around = min(abs(seg.means[j - 1] - seg.means[j]), abs(seg.means[j] - seg.means[j + 1]))
+    return bool(seg.spans[j] >= crit.plateau_span - SPAN_SLACK and seg.starts[j + 1] - seg.starts[j] >= 2
+                and seg.losses[j] <= 2 * crit.plateau_ratio * around
+                and seg.means[first] - seg.means[j] >= crit.min_event
+                and seg.means[j] - seg.means[last] + end_shift >= crit.min_event
+                and not is_plateau(seg, j, crit.plateau_span, crit.plateau_ratio, crit.plateau_levels))
 
 
 def _analyse_curve(data: LevelData, sign: float, dense: float | None, floor: float | None, crit: Criteria,
@@ -334,8 +358,8 @@ def detect(data: pd.DataFrame | tuple[Sequence[float], Sequence[float]], x: str 
         return replace(none, notes="; ".join(notes))
 
     found, best_z = [], 0.0
-    min_span = crit.max_width / 2  # a plateau is at least half as wide as the widest sudden transition
-    for first, last in declines(curve.seg, min_span, crit.plateau_ratio):
+    min_span = crit.plateau_span
+    for first, last in declines(curve.seg, min_span, crit.plateau_ratio, crit.plateau_levels):
         upper, lower = float(curve.seg.means[first]), float(curve.seg.means[last])
         truncated = last == len(curve.seg) - 1 and (curve.seg.spans[last] < min_span - SPAN_SLACK
                                                     or curve.seg.losses[last] > crit.plateau_ratio * (upper - lower))
@@ -392,6 +416,9 @@ def detect(data: pd.DataFrame | tuple[Sequence[float], Sequence[float]], x: str 
             with np.errstate(invalid="ignore"):
                 rep = _locate(reps_u, curve.levels, win, up_b, low_b, bar_b, near, crit.edge)
             ci_low, ci_high, n_valid = bracket_interval(rep["s_lo"], rep["s_hi"], s_lo, s_hi, ci)
+        candidates = () if kind == "sudden" else tuple(
+            (float(curve.levels[curve.seg.starts[j]]), float(curve.levels[curve.seg.starts[j + 1] - 1]))
+            for j in range(first + 1, last) if _split_candidate(curve.seg, j, first, last, end_shift, crit))
         events.append(CollapseResult(
             **base, collapsed=kind == "sudden", kind=kind, event=number, n_events=len(found), largest=False,
             threshold=threshold, ci_low=ci_low, ci_high=ci_high, s_lo=s_lo, s_hi=s_hi,
@@ -399,7 +426,7 @@ def detect(data: pd.DataFrame | tuple[Sequence[float], Sequence[float]], x: str 
             relative_drop=drop, plateau=units(curve.floor + upper[0] * span),
             post=units(curve.floor + lower[0] * span), floor=units(curve.floor), width=width,
             s_hold=float(at["s_hold"][0]), s_fail=float(at["s_fail"][0]), truncated=bool(truncated), z=float(z),
-            n_boot=n_valid, notes="; ".join(event_notes)))
+            n_boot=n_valid, notes="; ".join(event_notes), split_candidates=candidates))
     top = int(np.argmax([e.relative_drop for e in events]))
     events = [replace(e, largest=i == top) for i, e in enumerate(events)]
     return replace(events[top], events=tuple(events))

@@ -6,6 +6,10 @@ neighbouring evaluated levels and each new level lands strictly between them, ev
 bracket, so a step is located to ``resolution`` in about ``log2(grid step / resolution)`` evaluations per metric
 instead of ``grid step / resolution``.
 
+Whether a decline is one event or several depends on whether the stretches between its steps are plateaus; a
+gradual event whose inner segments are wide enough to be plateaus but too thinly sampled to show it gets those
+stretches bisected too (:func:`split_levels`), so a refined sweep sees the plateaus a uniform fine grid sees.
+
 Whether a collapse is sudden also depends on its width, which is measured between evaluated levels (from
 ``s_hold``, the last level near the plateau, to ``s_fail``, the first near the post level) and so only bounded
 from above. When a step is large enough to be sudden but its measured width exceeds ``max_width`` while the gap
@@ -24,9 +28,11 @@ import numpy as np
 import pandas as pd
 
 from sdprobe.thresholds.detect import KINDS, WIDTH_SLACK, CollapseResult, Criteria, detect
+from sdprobe.thresholds.segment import MIN_SPAN
 
 log = logging.getLogger(__name__)
 
+PLATEAU_SAMPLES = 4  # split_levels samples a candidate plateau at plateau_span / PLATEAU_SAMPLES at least
 GRID_DECIMALS = 10  # proposals are k * resolution rounded to this many decimals, so reruns propose identical floats
 MIN_GAP = 1e-4  # run directories name levels with 4 decimals; proposals closer than this to a done level are dropped
 
@@ -85,6 +91,28 @@ def width_levels(result: CollapseResult, done: np.ndarray, criteria: Criteria, r
         return []  # wider than max_width however the gaps resolve: gradual is settled
     return sorted(set(bisect(result.s_hold, inner_lo, resolution, points)) | set(bisect(inner_hi, result.s_fail,
                                                                                        resolution, points)))
+
+
+def split_levels(result: CollapseResult, done: np.ndarray, resolution: float, points: int = 1,
+                 plateau_span: float = MIN_SPAN) -> list[float]:
+    """Levels that settle whether a gradual event is one decline or several steps: the gaps in and around each
+    inner segment wide enough to be a plateau that the evaluated levels do not yet show to be one, until a plateau
+    of ``plateau_span`` would hold ``PLATEAU_SAMPLES`` + 1 levels.
+
+    Example:
+        >>> split_levels(result, np.array([0.8, 0.81, 0.825, 0.85, 0.875]), 0.005)  # candidate 0.81..0.85
+        [0.8375, 0.8625]
+    """
+    out: set[float] = set()
+    for first, last in result.split_candidates:
+        before, after = done[done < first], done[done > last]
+        lo = float(before[-1]) if len(before) else first
+        hi = float(after[0]) if len(after) else last
+        inside = done[(done >= lo) & (done <= hi)]
+        for a, b in zip(inside[:-1], inside[1:]):
+            if b - a > plateau_span / PLATEAU_SAMPLES + WIDTH_SLACK:
+                out.update(bisect(float(a), float(b), resolution, points))
+    return sorted(out)
 
 
 def next_levels(table: pd.DataFrame, y: str | Sequence[str], resolution: float = 0.005, *, x: str = "level",
@@ -155,4 +183,5 @@ def next_levels(table: pd.DataFrame, y: str | Sequence[str], resolution: float =
                 log.debug("%s: width %.4f unsettled between %.4f and %.4f -> %s", metric, event.width,
                           event.s_hold, event.s_fail, width_new)
             proposals.update(width_new)
+            proposals.update(split_levels(event, done, resolution, points, (criteria or Criteria()).plateau_span))
     return sorted(p for p in proposals if np.abs(done - p).min() >= min_gap)

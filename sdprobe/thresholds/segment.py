@@ -13,9 +13,10 @@ first differences; ``MIN_PENALTY`` keeps a noise-free curve from being cut at ev
 
 A gradual decline comes out of the segmentation as a staircase of segments that each keep declining inside; a
 step comes out as one change between two flat plateaus. So consecutive downward changes are merged into one event
-unless the segment between them is a *plateau*: it holds at least ``MIN_PLATEAU_LEVELS`` levels spanning at least
-``min_span`` of sparsity (half the widest sudden transition by default, so a segment inside one transition never
-splits it; two noisy levels cannot show that a stretch is flat) and, across that span, loses
+unless the segment between them is a *plateau*: it holds at least ``MIN_PLATEAU_LEVELS`` levels and stands for at
+least ``min_span`` of sparsity (half the widest sudden transition by default, so a segment inside one transition
+never splits it; two noisy levels cannot show that a stretch is flat; the stretch runs halfway to the neighbouring
+levels, so it does not depend on how densely the plateau was sampled) and, across its levels, loses
 at most ``PLATEAU_RATIO`` of the smaller of the two changes around it (a least-squares line through its levels).
 On a ramp a segment loses about as much inside as at its edges; between two steps it loses nothing.
 """
@@ -32,7 +33,7 @@ from sdprobe.thresholds.crossing import level_weights
 PENALTY = 2.0  # BIC-type change-point penalty: PENALTY * sigma^2 * ln(L) (Yao 1988)
 MIN_PENALTY = 1e-4  # in squared shares of the range: a noise-free curve is not cut for changes below 1% of it
 PLATEAU_RATIO = 0.25  # a segment between two declines is a plateau if it loses at most this share of them
-MIN_SPAN = 0.05  # a plateau spans at least this much sparsity (Criteria passes max_width / 2)
+MIN_SPAN = 0.05  # a plateau spans at least this much sparsity: half the widest sudden transition
 MIN_PLATEAU_LEVELS = 3  # a plateau holds at least this many levels
 SPAN_SLACK = 1e-9  # absorbs binary rounding of level differences
 MAD_TO_SD = 1.4826  # median absolute deviation -> standard deviation of Gaussian noise
@@ -45,9 +46,11 @@ class Segments:
     Attributes:
         starts (np.ndarray): (K+1,) index of each segment's first level; ``starts[-1]`` is the number of levels.
         means (np.ndarray): (K,) weighted mean of each segment (:func:`level_weights`).
-        losses (np.ndarray): (K,) how much each segment loses across its own span (least-squares line; 0 for a
-            segment of one level).
-        spans (np.ndarray): (K,) sparsity from each segment's first level to its last.
+        losses (np.ndarray): (K,) how much each segment loses across its stretch (a line fitted by least squares,
+            each level weighted by its stretch; 0 for a segment of one level).
+        spans (np.ndarray): (K,) the stretch of sparsity each segment stands for: from halfway to the level before
+            its first to halfway to the level after its last (the sum of its :func:`level_weights`), so a
+            plateau's width does not depend on how densely its inside was sampled.
     """
 
     starts: np.ndarray
@@ -82,13 +85,15 @@ def _weighted_mean(values: np.ndarray, weights: np.ndarray) -> float:
     return float((values * weights).sum() / weights.sum())
 
 
-def _loss(x: np.ndarray, u: np.ndarray) -> float:
-    """Least-squares decline of ``u`` across the span of ``x`` (first to last level)."""
-    dx = x - x.mean()
-    sxx = float((dx ** 2).sum())
+def _loss(x: np.ndarray, u: np.ndarray, w: np.ndarray) -> float:
+    """Decline of ``u`` across the stretch its levels stand for (``w.sum()``), from a line fitted by least squares
+    with each level weighted by its stretch ``w`` (so densely sampled corners do not tilt it)."""
+    xm = float((w * x).sum() / w.sum())
+    sxx = float((w * (x - xm) ** 2).sum())
     if sxx <= 0:
         return 0.0
-    return -float((dx * (u - u.mean())).sum() / sxx) * float(x[-1] - x[0])
+    slope = float((w * (x - xm) * (u - (w * u).sum() / w.sum())).sum() / sxx)
+    return -slope * float(w.sum())
 
 
 def segment(u: np.ndarray, levels: np.ndarray, se: np.ndarray | None = None, factor: float = PENALTY) -> Segments:
@@ -115,19 +120,20 @@ def segment(u: np.ndarray, levels: np.ndarray, se: np.ndarray | None = None, fac
     w = level_weights(levels)
     spans = [(a, b) for a, b in zip(starts[:-1], starts[1:])]
     return Segments(starts=starts, means=np.array([_weighted_mean(u[a:b], w[a:b]) for a, b in spans]),
-                    losses=np.array([_loss(levels[a:b], u[a:b]) for a, b in spans]),
-                    spans=np.array([levels[b - 1] - levels[a] for a, b in spans]))
+                    losses=np.array([_loss(levels[a:b], u[a:b], w[a:b]) for a, b in spans]),
+                    spans=np.array([w[a:b].sum() for a, b in spans]))
 
 
-def is_plateau(seg: Segments, j: int, min_span: float = MIN_SPAN, ratio: float = PLATEAU_RATIO) -> bool:
+def is_plateau(seg: Segments, j: int, min_span: float = MIN_SPAN, ratio: float = PLATEAU_RATIO,
+               min_levels: int = MIN_PLATEAU_LEVELS) -> bool:
     """Whether interior segment ``j`` separates the changes on either side of it (see the module docstring)."""
     around = min(abs(seg.means[j - 1] - seg.means[j]), abs(seg.means[j] - seg.means[j + 1]))
     levels = seg.starts[j + 1] - seg.starts[j]
-    return bool(levels >= MIN_PLATEAU_LEVELS and seg.spans[j] >= min_span - SPAN_SLACK
-                and seg.losses[j] <= ratio * around)
+    return bool(levels >= min_levels and seg.spans[j] >= min_span - SPAN_SLACK and seg.losses[j] <= ratio * around)
 
 
-def declines(seg: Segments, min_span: float = MIN_SPAN, ratio: float = PLATEAU_RATIO) -> list[tuple[int, int]]:
+def declines(seg: Segments, min_span: float = MIN_SPAN, ratio: float = PLATEAU_RATIO,
+             min_levels: int = MIN_PLATEAU_LEVELS) -> list[tuple[int, int]]:
     """Group downward changes into events: ``(first, last)`` segment pairs, ``first`` the upper plateau.
 
     Consecutive downward changes join one event unless the segment between them is a plateau; a rise ends an
@@ -145,7 +151,7 @@ def declines(seg: Segments, min_span: float = MIN_SPAN, ratio: float = PLATEAU_R
             continue
         last = j + 1
         while (last < len(seg) - 1 and seg.means[last + 1] < seg.means[last]
-               and not is_plateau(seg, last, min_span, ratio)):
+               and not is_plateau(seg, last, min_span, ratio, min_levels)):
             last += 1
         events.append((j, last))
         j = last
