@@ -164,8 +164,8 @@ def isolate_world(world: PlantedWorld, rep: int, n_search: int, n_confirm: int):
 
 
 def evidence_table(sizes: tuple[int, ...], repeats: int) -> None:
-    print(f"\nwhole isolation on planted worlds (k = 6, 70% of images susceptible, 2% noise; 32 search / 96 "
-          f"confirmation images)")
+    print("\nwhole isolation on planted worlds (k = 6, 70% of images susceptible, 2% noise; 32 search / 96 "
+          "confirmation images)")
     print(f"{'n':>7} {'precision':>9} {'recall':>6} {'p_adj nec':>9} {'p_adj suf':>9} {'verdict':>26} {'sec':>5}")
     for n in sizes:
         start = time.perf_counter()

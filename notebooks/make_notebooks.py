@@ -571,11 +571,14 @@ BIAS = [
     ("md", """
         ## 3. Bias metrics
 
-        Three numbers summarise how skewed a distribution over K values is, each with a bootstrap interval:
+        Four numbers summarise how skewed a distribution over K values is, each with a bootstrap interval. The last
+        three measure the distance to the probe's *target* (uniform unless the probe declares one), over all values,
+        so trading one majority for another is no improvement:
 
         * `share`: the share of the most frequent value (unbiased: 1/K; the planted circle bias: 0.8);
-        * `mad`: mean absolute deviation of the shares from uniform (0 when uniform);
-        * `kl`: Kullback-Leibler divergence from uniform, in nats (0 when uniform, log K when one value takes all).
+        * `tv`: total variation distance to the target, the share of images that would have to change value;
+        * `mad`: mean absolute deviation of the shares from the target (0 on target);
+        * `kl`: Kullback-Leibler divergence to the target, in nats (0 on target, log K when one value takes all).
 
         The circles should stand out from the squares and triangles.
         """),
@@ -626,10 +629,13 @@ BIAS = [
         ## Where next
 
         `sdprobe bias --probe default-color --sparsities 0.2 0.4 0.6 0.8 --out runs/bias` writes the same tables to
-        a run directory; `sdprobe bias-weights runs/bias` then searches for the *bias-critical* weights: the few
-        whose removal moves the circles towards uniform while explicit prompts such as "a red circle" keep their
-        accuracy. Your own probes are TOML
-        files in the format of `sdprobe/probes/default-color.toml`.
+        a run directory; `sdprobe bias-weights runs/bias` then searches for *debiasing* weights: the few whose
+        removal brings the circles closest to uniform while every explicit prompt, such as "a red circle", keeps
+        drawing what it states and squares and triangles stay put. The search sees only its own prompts and seeds;
+        the set is then confirmed on fresh ones against 200 random sets of the same size, and its verdict, whole
+        distributions, per-prompt accuracies and dose-response (the set's weights x alpha) land in
+        `runs/bias/critical/circle/`. Your own probes are TOML files in the format of
+        `sdprobe/probes/default-color.toml`.
         """),
 ]
 

@@ -6,14 +6,13 @@ import math
 import urllib.error
 
 import numpy as np
-import pandas as pd
 import pytest
 import torch
 import torchmetrics.image.fid
 from PIL import Image
 from torch import nn
 
-from sdprobe.metrics import aggregate, set_quantities
+from sdprobe.metrics import set_quantities
 from sdprobe.metrics.clipscore import CLIPScoreMetric
 from sdprobe.metrics.fid import FIDMetric, frechet_distance, load_inception
 from sdprobe.metrics.unreadable import UnreadableMetric, neighbour_correlation
