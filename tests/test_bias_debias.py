@@ -62,8 +62,9 @@ def test_a_planted_debiasing_set_is_found_and_confirmed(setup):
     assert verdict(s, s["p_value"], cfg.alpha) == (DEBIASES, [])
     shares = ev_c.distribution.query("role == 'target'").pivot(index="value", columns="condition", values="share")
     assert shares.loc["red", "dense"] > 0.7 and shares["set removed"].max() < 0.4  # whole distributions
+    np.testing.assert_allclose(ev_c.distribution.groupby(["group", "condition"])["share"].sum(), 1.0)  # per value
     assert set(ev_c.distribution["group"]) == {"circle", "square", "triangle"}
-    assert {"tv", "tv_ci_low", "kl", "mad", "share"} <= set(ev_c.distribution.columns)
+    assert {"tv", "tv_ci_low", "kl", "mad", "majority_share", "share"} <= set(ev_c.distribution.columns)
     assert set(ev_c.explicit["prompt"]) == set(probe.explicit)
 
 

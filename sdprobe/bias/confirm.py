@@ -76,12 +76,13 @@ def _distribution(group: str, labels, probe, condition: str, n_boot: int, seed: 
     share, lo, hi = share_intervals(counts, n_boot, seed=seed)
     target = probe.target_shares()
     metrics = _metrics(labels, probe, n_boot, seed)
+    named = {("majority_share" if m == "share" else m): r for m, r in metrics.items()}  # "share" is the value's
     return [{"group": group, "role": role, "condition": condition, "value": v, "share": share[k], "ci_low": lo[k],
              "ci_high": hi[k], "target": target[k], "n": int(counts.sum()),
              "unreadable": int(sum(x is None for x in labels)),
-             **{f"{m}": r["value"] for m, r in metrics.items()},
-             **{f"{m}_ci_low": r["ci_low"] for m, r in metrics.items()},
-             **{f"{m}_ci_high": r["ci_high"] for m, r in metrics.items()}}
+             **{m: r["value"] for m, r in named.items()},
+             **{f"{m}_ci_low": r["ci_low"] for m, r in named.items()},
+             **{f"{m}_ci_high": r["ci_high"] for m, r in named.items()}}
             for k, v in enumerate(probe.values)]
 
 

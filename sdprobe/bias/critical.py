@@ -5,11 +5,15 @@
    into a search split and a confirmation split that share no seed (and, where a group has several prompts, no
    prompt): :func:`debias_splits`. The search sees only its split.
 2. **Rank** every candidate weight by a first-order score (W * dscore/dW through the short differentiable sampler
-   of :mod:`sdprobe.attribution`): how much removing it brings the head's distribution on neutral prompts closer
-   to the target (``target_fit``: cross-entropy to the target over **all** values, so pushing red circles to cyan
-   ranks no better than leaving them red), minus ``explicit_weight`` times how much it would lower the
-   log-probability of the stated value on explicit prompts (only harm counts).
-3. **Search**: remove the top-``k`` ranked weights for ``k = min_size, 2*min_size, ...`` and measure, on the
+   of :mod:`sdprobe.attribution`): how much removing it lowers the biased value's log-odds on neutral prompts
+   (``ranking="log_odds"``, the default) or brings the head's distribution closer to the target
+   (``"target_fit"``: cross-entropy to the target over all values), minus ``explicit_weight`` times how much it would lower the
+   log-probability of the stated value on explicit prompts (only harm counts), minus ``other_weight`` times how
+   much it would move the other groups' fit to the target (either way: they should stay put).
+   The ranking only orders the candidates; what is chosen is decided by measurement. On the organism, log-odds
+   ranks better: its top 8 weights halve the red share, while target_fit's first prefixes raise it (a first-order
+   estimate of a cross-entropy is a poor guide there).
+3. **Search**: remove the top-``k`` ranked weights for ``k = min_size`` growing by ``growth`` and measure, on the
    search split, the distance (total variation, or KL) of the target group to the target distribution, each
    explicit prompt's accuracy, and how far the other groups move. A prefix is *feasible* when every explicit
    prompt holds and no other group moves more than ``tolerance``; the chosen set is the feasible prefix that lowers
@@ -28,6 +32,7 @@ Example:
 from __future__ import annotations
 
 import logging
+import math
 from dataclasses import asdict, dataclass, field
 
 import numpy as np
@@ -49,6 +54,7 @@ from sdprobe.prune import ProgressiveMask
 
 log = logging.getLogger(__name__)
 OBJECTIVES = ("tv", "kl")
+RANKINGS = ("log_odds", "target_fit")  # how candidates are ordered before the search measures them
 DOSES = (0.0, 0.25, 0.5, 0.75, 1.0)  # weights x alpha: 0 removes the set, 1 is the dense model
 
 
@@ -59,6 +65,7 @@ class BiasSearchConfig:
     selectors: tuple[str, ...] = ("text_encoder",)  # candidate weights (architecture selectors)
     group: str | None = None  # the probe group to debias; None: the one whose expected share of biased_value is highest
     objective: str = "tv"  # distance of the target group to the target distribution: "tv" or "kl"
+    ranking: str = "log_odds"  # first-order ranking score: "log_odds" (of biased_value) or "target_fit"
     n_images: int = 64  # search: target-group images per evaluation
     explicit_seeds: int = 4  # search: seeds per explicit prompt
     other_images: int = 32  # search: images per other group
@@ -67,7 +74,9 @@ class BiasSearchConfig:
     confirm_other_images: int = 64  # confirmation: images per other group
     saliency_images: int = 16  # neutral and explicit images for the ranking gradients
     explicit_weight: float = 1.0  # penalty on harm to explicit prompts in the ranking
-    min_size: int = 16  # first set size tried
+    other_weight: float = 1.0  # penalty on moving the other groups in the ranking
+    min_size: int = 2  # first set size tried
+    growth: float = 1.5  # each next size is this many times the last (rounded up)
     max_size: int = 16384  # largest set size tried
     accuracy_floor: float = 0.9  # every explicit prompt keeps at least min(this, its dense accuracy), judged by a CI
     tolerance: float = 0.1  # the most the other groups' distributions may move (total variation)
@@ -82,8 +91,12 @@ class BiasSearchConfig:
     def __post_init__(self) -> None:
         if self.objective not in OBJECTIVES:
             raise ValueError(f"unknown objective {self.objective!r}; valid: {', '.join(OBJECTIVES)}")
+        if self.ranking not in RANKINGS:
+            raise ValueError(f"unknown ranking {self.ranking!r}; valid: {', '.join(RANKINGS)}")
         if not 0 < self.min_size <= self.max_size:
             raise ValueError(f"need 0 < min_size <= max_size, got {self.min_size}, {self.max_size}")
+        if not self.growth > 1:
+            raise ValueError(f"growth must exceed 1, got {self.growth}")
         if not 0 < self.accuracy_floor <= 1:
             raise ValueError(f"accuracy_floor must be in (0, 1], got {self.accuracy_floor}")
         if not 0 < self.alpha < 1:
@@ -198,29 +211,51 @@ def debias_splits(probe: BiasProbe, group: ProbeGroup, cfg: BiasSearchConfig,
 def rank_candidates(pipe, probe: BiasProbe, head, refs, group: ProbeGroup, cfg: BiasSearchConfig,
                     progress: bool = True) -> dict[str, torch.Tensor]:
     """Ranking score per weight: higher = removing it brings the neutral distribution closer to the target while
-    sparing explicit prompts. Uses only search-split prompts."""
+    sparing explicit prompts and leaving the other groups where they are. Uses only search-split prompts."""
     traj = Trajectory(pipe, cfg.trajectory)
     search_prompts = _halves(group.prompts)[0]
     prompts = [search_prompts[i % len(search_prompts)] for i in range(cfg.saliency_images)]
     seeds = [cfg.seed + i for i in range(cfg.saliency_images)]
-    fit = MeaningScore(traj, head, probe.attribute, kind="target_fit", target=probe.target_shares())
-    # W * grad is the first-order drop of the fit when the weight is removed; a negative drop brings the target closer
-    s_fit = weight_saliency(fit, refs, prompts, seeds, [probe.values[0]] * len(prompts), kind="signed",
-                            progress=progress)
+    if cfg.ranking == "target_fit":
+        fit = MeaningScore(traj, head, probe.attribute, kind="target_fit", target=probe.target_shares())
+        value = probe.values[0]  # ignored by target_fit
+    else:
+        if probe.biased_value is None:
+            raise ValueError(f"ranking 'log_odds' needs the probe's biased_value; probe {probe.name!r} has none "
+                             "(use ranking 'target_fit')")
+        fit = MeaningScore(traj, head, probe.attribute, kind="log_odds")
+        value = probe.biased_value
+    # W * grad is the first-order drop of the score when the weight is removed. For target_fit a negative drop
+    # brings the target closer; for the biased value's log-odds a positive drop lowers the bias
+    sign = -1.0 if cfg.ranking == "target_fit" else 1.0
+    s_fit = weight_saliency(fit, refs, prompts, seeds, [value] * len(prompts), kind="signed", progress=progress)
     ex = [probe.explicit[i % len(probe.explicit)] for i in range(cfg.saliency_images)]
     keep = MeaningScore(traj, head, probe.attribute, kind="log_prob")
     s_keep = weight_saliency(keep, refs, ex, [cfg.seed + 1000 + i for i in range(len(ex))],
                              [stated_value(probe, p) for p in ex], kind="signed", progress=progress)
-    spread_f = torch.cat([v.flatten() for v in s_fit.values()]).std().clamp_min(1e-30)
-    spread_k = torch.cat([v.flatten() for v in s_keep.values()]).std().clamp_min(1e-30)
-    return {n: -s_fit[n] / spread_f - cfg.explicit_weight * s_keep[n].clamp_min(0) / spread_k for n in s_fit}
+    others = [p for g in probe.groups if g.name != group.name for p in _halves(g.prompts)[0]]
+    s_other = None
+    if others and cfg.other_weight:
+        op = [others[i % len(others)] for i in range(cfg.saliency_images)]
+        s_other = weight_saliency(fit, refs, op, [cfg.seed + 2000 + i for i in range(len(op))],
+                                  [value] * len(op), kind="signed", progress=progress)
+
+    def spread(sal: dict[str, torch.Tensor]) -> torch.Tensor:
+        return torch.cat([v.flatten() for v in sal.values()]).std().clamp_min(1e-30)
+
+    rank = {n: sign * s_fit[n] / spread(s_fit) - cfg.explicit_weight * s_keep[n].clamp_min(0) / spread(s_keep)
+            for n in s_fit}
+    if s_other is not None:
+        rank = {n: r - cfg.other_weight * s_other[n].abs() / spread(s_other) for n, r in rank.items()}
+    return rank
 
 
 def _sizes(cfg: BiasSearchConfig, n: int) -> list[int]:
+    """min_size, then each size ``growth`` times the last (at least one more), up to min(max_size, n)."""
     sizes, k = [], cfg.min_size
     while k < min(cfg.max_size, n):
         sizes.append(k)
-        k *= 2
+        k = max(k + 1, math.ceil(k * cfg.growth))
     return sizes + [min(cfg.max_size, n)]
 
 

@@ -64,7 +64,9 @@ def add_parser(sub) -> None:
                    help="most the other groups may move, in total variation (default: %(default)s)")
     w.add_argument("--doses", type=float, nargs="+", default=(0.0, 0.25, 0.5, 0.75, 1.0),
                    help="dose-response alphas (the set's weights x alpha) (default: 0 0.25 0.5 0.75 1)")
-    w.add_argument("--min-size", type=positive_int, default=16, help="smallest set tried (default: %(default)s)")
+    w.add_argument("--min-size", type=positive_int, default=2, help="smallest set tried (default: %(default)s)")
+    w.add_argument("--ranking", default="log_odds", choices=("log_odds", "target_fit"),
+                   help="first-order ranking of the candidates (default: %(default)s)")
     w.add_argument("--max-size", type=positive_int, default=16384, help="largest set tried (default: %(default)s)")
     w.add_argument("--probe-file", type=Path, default=None, help="latent probe for the ranking (default: built-in)")
     w.add_argument("--clip-model", type=Path, default=None, help="local CLIP model folder (clip probes)")
@@ -120,6 +122,7 @@ def run_bias_weights_command(args: argparse.Namespace) -> int:
                               accuracy_floor=args.accuracy_floor, tolerance=args.tolerance, alpha=args.alpha,
                               confirm=ConfirmConfig(n_controls=args.controls, n_matched=0, seed=cfg["seed"]),
                               doses=tuple(args.doses), min_size=args.min_size, max_size=args.max_size,
+                              ranking=args.ranking,
                               generation=generation, seed=cfg["seed"])  # bad settings fail before any model loads
     pipe = load_pipeline(cfg["model"], device=device, dtype=torch.float32)
     classify = make_classifier(probe, args.clip_model, device)
