@@ -398,3 +398,42 @@ def test_restoring_overrides_in_row_groups_give_back_the_originals(pipe, store):
             assert all(torch.equal(v, at_lower[n]) for n, v in snapshot(refs).items())
         with m.override(restore={r.qualified_name: m.pruned_indices(r.qualified_name, 0.6) for r in refs}):
             assert all(torch.equal(v, original[n]) for n, v in snapshot(refs).items())
+
+
+CTRL_C_TWICE = r'''
+import os, signal, sys
+sys.path.insert(0, sys.argv[1])
+import torch
+from test_prune_masks import mask, state_hash, toy_pipe
+from sdprobe.architecture import select
+from sdprobe.prune.state import TensorState
+
+pipe = toy_pipe()
+before = state_hash(pipe)
+unprune = TensorState.unprune
+def unprune_then_ctrl_c(self, *args, **kwargs):  # the second Ctrl-C arrives in the middle of the restore
+    os.kill(os.getpid(), signal.SIGINT)
+    return unprune(self, *args, **kwargs)
+TensorState.unprune = unprune_then_ctrl_c
+try:
+    with mask(select(pipe, ["text_encoder", "unet"])) as m:
+        m.set_sparsity(0.6)
+        os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C
+        signal.pause()
+except KeyboardInterrupt:
+    print("interrupted", "restored" if state_hash(pipe) == before else "LEFT PRUNED")
+'''
+
+
+def test_a_second_ctrl_c_during_the_restore_waits_for_it(tmp_path):
+    """Real SIGINTs in a subprocess: one while pruned, one in the middle of the restore. The restore finishes, then
+    the interrupt is raised."""
+    import subprocess
+    import sys
+    from pathlib import Path
+
+    script = tmp_path / "ctrl_c.py"
+    script.write_text(CTRL_C_TWICE)
+    out = subprocess.run([sys.executable, str(script), str(Path(__file__).parent)], capture_output=True, text=True,
+                         timeout=120)
+    assert "interrupted restored" in out.stdout, out.stdout + out.stderr

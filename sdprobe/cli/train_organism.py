@@ -19,7 +19,7 @@ def add_parser(sub) -> None:
     p.add_argument("--polish-steps", type=positive_int, default=1000, help="second decoder-only pass")
     p.add_argument("--unet-steps", type=positive_int, default=3500)
     p.add_argument("--finetune-steps", type=int, default=1500, help="further UNet steps at a lower rate")
-    p.add_argument("--vae-checkpoint", type=Path, default=None, help="reuse the VAE of an earlier checkpoint.pt")
+    p.add_argument("--vae-checkpoint", type=Path, default=None, help="reuse the VAE of an earlier run's checkpoint.safetensors")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--save-every", type=positive_int, default=500)
     p.set_defaults(func=run)
@@ -32,5 +32,9 @@ def run(args: argparse.Namespace) -> int:
                       polish_steps=args.polish_steps, unet_steps=args.unet_steps, finetune_steps=args.finetune_steps,
                       batch_size=args.batch_size, save_every=args.save_every)
     work = args.work or args.out.with_name(args.out.name + ".work")
+    if args.vae_checkpoint is not None:
+        from sdprobe.organism.checkpoint import load_checkpoint
+
+        load_checkpoint(args.vae_checkpoint, models=("vae",))  # a bad file fails before anything is written
     train(args.out, work, cfg, vae_checkpoint=args.vae_checkpoint)
     return 0

@@ -23,6 +23,7 @@ from diffusers import StableDiffusionPipeline
 from transformers import CLIPTokenizer
 
 from sdprobe.organism import components
+from sdprobe.organism.checkpoint import CHECKPOINT, load_checkpoint, save_checkpoint
 from sdprobe.organism.tokenizer import save_tokenizer
 from sdprobe.world import format_prompt, render_batch, sample_specs
 
@@ -172,8 +173,11 @@ def train(out: Path, work: Path, cfg: TrainConfig = TrainConfig(), vae_checkpoin
         out (Path): destination pipeline folder (replaced atomically at every snapshot).
         work (Path): folder for resumable checkpoints.
         cfg (TrainConfig): hyper-parameters. Default: :class:`TrainConfig`.
-        vae_checkpoint (Path | None): a ``checkpoint.pt`` of an earlier run whose VAE (and latent scaling) is reused
-            instead of training the VAE stage again. Default: None.
+        vae_checkpoint (Path | None): a ``checkpoint.safetensors`` of an earlier run whose VAE (and latent scaling)
+            is reused instead of training the VAE stage again. Default: None.
+
+    Raises:
+        CheckpointError: a checkpoint that is not an sdprobe safetensors checkpoint (nothing is unpickled).
 
     Returns:
         Path: ``out``.
@@ -187,10 +191,10 @@ def train(out: Path, work: Path, cfg: TrainConfig = TrainConfig(), vae_checkpoin
     vae, unet = components.vae(), components.unet()
     rng = np.random.default_rng(cfg.seed)
 
-    ckpt = work / "checkpoint.pt"
-    state = torch.load(ckpt, weights_only=False) if ckpt.exists() else None
+    ckpt = work / CHECKPOINT
+    state = load_checkpoint(ckpt) if ckpt.exists() else None
     if state is None and vae_checkpoint is not None:
-        reused = torch.load(vae_checkpoint, weights_only=False)
+        reused = load_checkpoint(vae_checkpoint, models=("vae",))
         vae.load_state_dict(reused["vae"])
         vae.register_to_config(scaling_factor=reused["scaling_factor"])
         start = 0
@@ -261,8 +265,7 @@ def train(out: Path, work: Path, cfg: TrainConfig = TrainConfig(), vae_checkpoin
                          unet=unet.state_dict(), text_encoder=text_encoder.state_dict(),
                          ema_unet=ema_unet.state_dict(), ema_te=ema_te.state_dict(), opt=opt.state_dict(),
                          sched=sched.state_dict(), rng=rng.bit_generator.state, torch_rng=torch.get_rng_state())
-            torch.save(state, ckpt.with_suffix(".tmp"))
-            ckpt.with_suffix(".tmp").replace(ckpt)
+            save_checkpoint(ckpt, state)
             save_pipeline(out, tokenizer, ema_te, vae, ema_unet)
             (work / "train_config.json").write_text(json.dumps(asdict(cfg), indent=2))
             log.info("checkpoint at step %d -> %s", done, out)

@@ -28,6 +28,8 @@ from __future__ import annotations
 
 import contextlib
 import logging
+import signal
+import threading
 from typing import Iterator, Mapping
 
 import pandas as pd
@@ -44,6 +46,26 @@ log = logging.getLogger(__name__)
 LAYER_COLUMNS = ("qualified_name", "component", "region", "block", "role", "numel", "sparsity")  # layer_table()
 DEFAULT_MAX_SPARSITY = 0.95  # the highest level a mask can reach; sets how many originals it keeps
 _ACTIVE: dict[int, str] = {}  # id(weight) -> qualified name, for every weight under an entered mask
+
+
+@contextlib.contextmanager
+def deferred_interrupts() -> Iterator[None]:
+    """Hold SIGINT (Ctrl-C) until the block ends, then raise the KeyboardInterrupt it would have raised.
+
+    Restoring the weights of SD2 takes seconds; an interrupt in the middle would leave part of the model pruned.
+    Only the main thread can install signal handlers: elsewhere the block runs as it is.
+    """
+    if threading.current_thread() is not threading.main_thread():
+        yield
+        return
+    caught: list[int] = []
+    previous = signal.signal(signal.SIGINT, lambda signum, frame: caught.append(signum))
+    try:
+        yield
+    finally:
+        signal.signal(signal.SIGINT, previous if previous is not None else signal.default_int_handler)
+    if caught:
+        raise KeyboardInterrupt
 
 
 class ProgressiveMask:
@@ -121,7 +143,7 @@ class ProgressiveMask:
 
     def __exit__(self, *exc) -> bool:
         try:
-            with torch.no_grad():
+            with deferred_interrupts(), torch.no_grad():  # a second Ctrl-C must not leave the model pruned
                 for record in reversed(self._overrides):
                     self._undo(record)
                 for t in self._tensors or []:
@@ -286,7 +308,7 @@ class ProgressiveMask:
                         flat[idx] = new
             yield self
         finally:
-            with torch.no_grad():
+            with deferred_interrupts(), torch.no_grad():
                 self._undo(record)
 
     def _undo(self, record: list) -> None:
