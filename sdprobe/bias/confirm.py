@@ -29,7 +29,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
-from sdprobe.bias.evaluate import DebiasEvaluator, DebiasSplit
+from sdprobe.bias.evaluate import DebiasEvaluator, DebiasSplit, other_groups
 from sdprobe.bias.metrics import bias_metrics, share_intervals
 from sdprobe.bias.objective import codes, explicit_checks, paired_effect_ci, shift, tv_effect
 from sdprobe.evidence import SequentialTest, draw_controls
@@ -115,16 +115,11 @@ def confirm_debias(ev: DebiasEvaluator, candidates, ids: np.ndarray, split: Debi
                              ev.labels(split, "explicit", ids), cfg.accuracy_floor)
     explicit = pd.DataFrame([c.to_dict() for c in checks])
     shifts = {}
-    if split.others is not None:
-        groups = np.asarray(split.group)
-        o_before = np.asarray(ev.labels(split, "others", empty), dtype=object)
-        o_after = np.asarray(ev.labels(split, "others", ids), dtype=object)
-        for g in dict.fromkeys(split.group):
-            b, a = list(o_before[groups == g]), list(o_after[groups == g])
-            s_lo, s_hi = _shift_ci(b, a, probe.values, conf.n_boot, conf.ci, conf.seed)
-            shifts[g] = {"shift": shift(b, a, probe.values), "ci_low": s_lo, "ci_high": s_hi}
-            rows += _distribution(g, b, probe, DENSE, conf.n_boot, conf.seed, "other")
-            rows += _distribution(g, a, probe, REMOVED, conf.n_boot, conf.seed, "other")
+    for g, (b, a) in other_groups(ev, split, ids).items():
+        s_lo, s_hi = _shift_ci(b, a, probe.values, conf.n_boot, conf.ci, conf.seed)
+        shifts[g] = {"shift": shift(b, a, probe.values), "ci_low": s_lo, "ci_high": s_hi}
+        rows += _distribution(g, b, probe, DENSE, conf.n_boot, conf.seed, "other")
+        rows += _distribution(g, a, probe, REMOVED, conf.n_boot, conf.seed, "other")
 
     test = SequentialTest(effect, n=conf.n_controls, h=conf.sequential_h)
     controls = []

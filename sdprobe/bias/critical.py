@@ -43,11 +43,11 @@ from tqdm.auto import tqdm
 from sdprobe.architecture import describe, select
 from sdprobe.attribution import MeaningScore, Trajectory, TrajectoryConfig, weight_saliency
 from sdprobe.bias.classify import Classifier
-from sdprobe.bias.evaluate import DebiasEvaluator, DebiasSplit
+from sdprobe.bias.evaluate import DebiasEvaluator, DebiasSplit, other_groups
 from sdprobe.bias.objective import explicit_checks, objective, shift
 from sdprobe.bias.probes import BiasProbe, ProbeGroup, stated_value
 from sdprobe.evidence import ConfirmConfig, Split
-from sdprobe.evidence.splits import MAX_SEED
+from sdprobe.evidence.splits import fresh_seeds
 from sdprobe.generate import GenerationConfig
 from sdprobe.isolate.candidates import CandidateSet
 from sdprobe.prune import ProgressiveMask
@@ -179,15 +179,7 @@ def debias_splits(probe: BiasProbe, group: ProbeGroup, cfg: BiasSearchConfig,
     sizes = {"search": (cfg.n_images, cfg.explicit_seeds, cfg.other_images),
              "confirmation": (cfg.confirm_images, cfg.confirm_explicit_seeds, cfg.confirm_other_images)}
     total = sum(t + e * len(probe.explicit) + o * len(others) for t, e, o in sizes.values())
-    rng = np.random.default_rng([cfg.seed, 17])
-    seeds: list[int] = []
-    taken = set(exclude_seeds)
-    while len(seeds) < total:
-        s = int(rng.integers(0, MAX_SEED))
-        if s not in taken:
-            taken.add(s)
-            seeds.append(s)
-    pool = iter(seeds)
+    pool = iter(fresh_seeds(total, np.random.default_rng([cfg.seed, 17]), exclude_seeds))
     out = []
     for half, (name, (n_t, n_e, n_o)) in enumerate(sizes.items()):
         t_prompts = _halves(group.prompts)[half]
@@ -276,13 +268,7 @@ def judge(ev: DebiasEvaluator, split: DebiasSplit, ids: np.ndarray, probe: BiasP
                              ev.labels(split, "explicit", ids), cfg.accuracy_floor)
     row["explicit_min_accuracy"] = min(c.accuracy for c in checks)
     row["explicit_failing"] = sum(not c.passes for c in checks)
-    shifts = {}
-    if split.others is not None:
-        groups = np.asarray(split.group)
-        o_before = np.asarray(ev.labels(split, "others", empty), dtype=object)
-        o_after = np.asarray(ev.labels(split, "others", ids), dtype=object)
-        for g in dict.fromkeys(split.group):
-            shifts[g] = shift(o_before[groups == g], o_after[groups == g], probe.values)
+    shifts = {g: shift(b, a, probe.values) for g, (b, a) in other_groups(ev, split, ids).items()}
     row["max_other_shift"] = max(shifts.values()) if shifts else 0.0
     row["feasible"] = bool(row["explicit_failing"] == 0 and row["max_other_shift"] <= cfg.tolerance)
     row["checks"], row["shifts"] = checks, shifts

@@ -95,3 +95,13 @@ class DebiasEvaluator:
                 self.images += len(s)
                 self.cache[key] = list(self.classify(images))
         return self.cache[key]
+
+
+def other_groups(ev, split: DebiasSplit, ids: np.ndarray) -> dict[str, tuple[list, list]]:
+    """Each other group's labels, dense and with ``ids`` removed (same images): ``{group: (before, after)}``."""
+    if split.others is None:
+        return {}
+    groups = np.asarray(split.group)
+    before = np.asarray(ev.labels(split, "others", np.zeros(0, dtype=np.int64)), dtype=object)
+    after = np.asarray(ev.labels(split, "others", ids), dtype=object)
+    return {g: (list(before[groups == g]), list(after[groups == g])) for g in dict.fromkeys(split.group)}

@@ -107,11 +107,16 @@ def confirmation_split(search: Split | Sequence[Split], n: int, seed: int, pool:
             raise ValueError(f"the prompt pool has {len(left)} prompts the search did not use; {n} are needed. "
                              f"Give more prompts, or ask for a smaller confirmation split")
         prompts = [left[i] for i in rng.permutation(len(left))[:n]]
+    return Split(name, tuple(prompts), tuple(fresh_seeds(n, rng, used_s)))
+
+
+def fresh_seeds(n: int, rng: np.random.Generator, taken=()) -> list[int]:
+    """``n`` distinct seeds drawn from ``[0, MAX_SEED)``, none of them in ``taken``."""
     seeds: list[int] = []
-    taken = set(used_s)
+    used = set(taken)
     while len(seeds) < n:
         s = int(rng.integers(0, MAX_SEED))
-        if s not in taken:
-            taken.add(s)
+        if s not in used:
+            used.add(s)
             seeds.append(s)
-    return Split(name, tuple(prompts), tuple(seeds))
+    return seeds
