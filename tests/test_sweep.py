@@ -199,6 +199,12 @@ def test_refinement_brackets_the_known_collapse_to_the_resolution(tiny_organism,
     assert not list(run.path.glob("samples/*.png"))  # n_samples=0 saves no strips
 
 
+def test_grid_ends_at_stop_when_the_step_does_not_land_on_it():
+    assert SweepConfig(start=0.3, stop=0.6, step=0.05).grid() == [0.0, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6]
+    assert SweepConfig(start=0.0, stop=0.95, step=0.1).grid() == [0.0, 0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9,
+                                                                   0.95]
+
+
 # -- resume and exact restore ----------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("k", [3, 11], ids=["during-grid", "mid-refinement-round"])

@@ -88,11 +88,12 @@ class SweepConfig:
         self.components = {k: ComponentPlan(**v) if isinstance(v, dict) else v for k, v in self.components.items()}
 
     def grid(self) -> list[float]:
-        """The uniform grid of levels, start..stop inclusive, and level 0 whatever the window: collapse detection
-        judges every level against the dense model (:mod:`sdprobe.thresholds`)."""
+        """The uniform grid of levels, start..stop inclusive (``stop`` is a level even when the step does not land
+        on it), and level 0 whatever the window: collapse detection judges every level against the dense model
+        (:mod:`sdprobe.thresholds`)."""
         n = int(np.floor((self.stop - self.start) / self.step + 1e-9))
         levels = [round(self.start + i * self.step, GRID_DECIMALS) for i in range(n + 1)]
-        return sorted({DENSE_LEVEL, *levels})
+        return sorted({DENSE_LEVEL, *levels, round(self.stop, GRID_DECIMALS)})
 
     def max_sparsity(self, component: str) -> float:
         """The highest sparsity the component reaches, refinement included."""
