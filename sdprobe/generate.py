@@ -12,6 +12,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
+from sdprobe import checks
+
 
 @dataclass(frozen=True)
 class GenerationConfig:
@@ -24,10 +26,12 @@ class GenerationConfig:
     width: int | None = None
 
     def __post_init__(self) -> None:
-        if self.steps <= 0:
-            raise ValueError(f"steps must be positive, got {self.steps}")
-        if self.batch_size <= 0:
-            raise ValueError(f"batch_size must be positive, got {self.batch_size}")
+        checks.positive_int("steps", self.steps)
+        checks.non_negative("guidance", self.guidance)
+        checks.positive_int("batch_size", self.batch_size)
+        for name in ("height", "width"):
+            if getattr(self, name) is not None:
+                checks.positive_int(name, getattr(self, name))
 
     def to_dict(self) -> dict:
         return asdict(self)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import errno
 import json
 import os
 import tempfile
@@ -10,10 +11,26 @@ from pathlib import Path
 import numpy as np
 
 
+def make_folder(path: Path) -> Path:
+    """Create the folder ``path`` and its parents; a regular file in the way raises ``NotADirectoryError`` naming
+    it (``mkdir`` alone says only "File exists")."""
+    path = Path(path)
+    for p in (path, *path.parents):
+        if p.exists():
+            if not p.is_dir():
+                raise NotADirectoryError(errno.ENOTDIR, "Not a directory (a regular file is in the way of the "
+                                         f"folder {path})", str(p))
+            break
+    path.mkdir(parents=True, exist_ok=True)
+    return path
+
+
 def atomic_write_bytes(path: Path, data: bytes) -> None:
     """Write ``data`` to ``path`` so that readers see either the old file or the whole new one."""
     path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
+    if path.is_dir():
+        raise IsADirectoryError(errno.EISDIR, "Is a directory, not a file; give a file name", str(path))
+    make_folder(path.parent)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
     umask = os.umask(0)
     os.umask(umask)
@@ -37,8 +54,21 @@ def write_json(path: Path, obj) -> None:
     atomic_write_text(path, json.dumps(obj, indent=2, sort_keys=True, default=str) + "\n")
 
 
+def read_text(path: Path, what: str = "file") -> str:
+    """A UTF-8 text file's content; a file that is not UTF-8 text raises ``ValueError`` naming it."""
+    try:
+        return Path(path).read_text(encoding="utf-8")
+    except UnicodeDecodeError as exc:
+        raise ValueError(f"{what} {path} is not UTF-8 text (byte {exc.start}); save it as UTF-8") from None
+
+
 def read_json(path: Path):
-    return json.loads(Path(path).read_text())
+    """A JSON file's content; a truncated or malformed file raises ``ValueError`` naming it and the place."""
+    try:
+        return json.loads(read_text(path, "JSON file"))
+    except json.JSONDecodeError as exc:
+        raise ValueError(f"{path} is not valid JSON ({exc.msg} at line {exc.lineno}, column {exc.colno}); "
+                         "it may be truncated or hand-edited") from None
 
 
 def save_figure(fig, path: Path, dpi: int) -> None:

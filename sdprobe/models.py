@@ -67,6 +67,33 @@ def check_safetensors(path: Path) -> None:
             )
 
 
+def check_device(device: str | torch.device) -> torch.device:
+    """The torch device ``device`` names, when this machine has it.
+
+    Raises:
+        ValueError: not a device name (e.g. ``"bogus"``), or a CUDA/MPS device this machine lacks.
+
+    Example:
+        >>> check_device("cpu")
+        device(type='cpu')
+    """
+    try:
+        dev = torch.device(device)
+    except (RuntimeError, TypeError) as exc:
+        raise ValueError(f"device {device!r} is not a torch device (e.g. cpu, cuda, cuda:1, mps): {exc}") from None
+    if dev.type == "cuda":
+        if not torch.cuda.is_available():
+            raise ValueError(f"device {device!r}: CUDA is not available here (torch {torch.__version__}); "
+                             "use --device cpu")
+        if dev.index is not None and dev.index >= torch.cuda.device_count():
+            raise ValueError(f"device {device!r}: this machine has {torch.cuda.device_count()} CUDA device(s)")
+    elif dev.type == "mps" and not torch.backends.mps.is_available():
+        raise ValueError(f"device {device!r}: MPS is not available here; use --device cpu")
+    elif dev.type not in ("cpu", "cuda", "mps"):
+        raise ValueError(f"device {device!r}: sdprobe runs on cpu, cuda or mps")
+    return dev
+
+
 def load_pipeline(model: str, device: str | torch.device = "cpu", dtype: torch.dtype = torch.float32):
     """Load a Stable Diffusion pipeline for probing.
 
@@ -85,12 +112,16 @@ def load_pipeline(model: str, device: str | torch.device = "cpu", dtype: torch.d
         >>> pipe = load_pipeline("builtin:tiny-shapes")
     """
     from diffusers import DiffusionPipeline
+    from safetensors import SafetensorError
 
+    check_device(device)
     where = resolve(model)
     if isinstance(where, Path):
         check_safetensors(where)
     try:
         pipe = DiffusionPipeline.from_pretrained(where, torch_dtype=dtype, use_safetensors=True)
+    except SafetensorError as exc:
+        raise ModelLoadError(f"could not load {where}: a safetensors file is corrupt ({exc})") from exc
     except (OSError, EnvironmentError) as exc:
         if isinstance(where, Path):
             raise ModelLoadError(f"could not load {where}: {exc}") from exc

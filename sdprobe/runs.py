@@ -26,18 +26,25 @@ from __future__ import annotations
 
 import datetime as _dt
 import json
+import logging
+import os
 import platform
+import socket
+import sys
 from pathlib import Path
 
 import pandas as pd
 
 from sdprobe.errors import RunError
-from sdprobe.io import atomic_write_bytes, read_json, write_json
+from sdprobe.io import atomic_write_bytes, make_folder, read_json, write_json
+
+log = logging.getLogger(__name__)
 
 CONFIG, ENVIRONMENT, STATUS = "config.json", "environment.json", "status.json"
 LEVELS_DIR, SAMPLES_DIR = "levels", "samples"
 RESULTS, RESULTS_CSV, LAYERS, SAMPLES, THRESHOLDS = "results.parquet", "results.csv", "layers.csv", "samples.json", "thresholds.csv"
 SETS = "sets.csv"
+LOCK = ".lock"  # names the process writing the run; held with flock, so a dead owner's lock is free at once
 CRITICAL_DIR = "critical"
 BOOKKEEPING = ("level", "sparsity_scope", "prompt", "seed", "index")  # non-metric columns of a results table
 
@@ -72,11 +79,54 @@ def environment() -> dict:
     }
 
 
-def _diff(a, b, prefix: str = "") -> list[str]:
+_HELD: dict[Path, object] = {}  # run folders this process holds the lock of -> the open lock file
+
+
+def lock_run(path: Path) -> None:
+    """Make this process the one writer of the run folder ``path`` (created if needed) until it exits.
+
+    The lock is an advisory ``flock`` on ``path/.lock``, which also names the owner (pid, host, command, time) for
+    the error a second writer gets. The kernel drops it when the owner dies, so a lock left by a killed process is
+    taken over at once, safely. Taking a lock this process already holds is a no-op.
+
+    Raises:
+        RunError: another live process holds the lock (the message names it).
+    """
+    path = make_folder(path)
+    key = path.resolve()
+    if key in _HELD:
+        return
+    try:
+        import fcntl
+    except ImportError:  # no flock (Windows): one writer per folder is the user's responsibility
+        return
+    f = open(path / LOCK, "a+", encoding="utf-8")
+    try:
+        fcntl.flock(f.fileno(), fcntl.LOCK_EX | fcntl.LOCK_NB)
+    except BlockingIOError:
+        f.seek(0)
+        owner = f.read().strip() or "another process"
+        f.close()
+        raise RunError(f"{path} is being written by {owner}; wait for it to finish or stop it, or use another --out")
+    f.seek(0)
+    f.truncate()
+    f.write(f"process {os.getpid()} on {socket.gethostname()} since {now()}: {' '.join(sys.argv)}\n")
+    f.flush()
+    _HELD[key] = f
+
+
+def unlock_run(path: Path) -> None:
+    """Give up this process's lock on ``path`` (see :func:`lock_run`); a no-op when it holds none."""
+    f = _HELD.pop(Path(path).resolve(), None)
+    if f is not None:
+        f.close()  # closing the file releases the flock
+
+
+def config_diff(a, b, prefix: str = "") -> list[str]:
     if isinstance(a, dict) and isinstance(b, dict):
         out = []
         for k in sorted(set(a) | set(b)):
-            out += _diff(a.get(k), b.get(k), f"{prefix}{k}.")
+            out += config_diff(a.get(k), b.get(k), f"{prefix}{k}.")
         return out
     return [] if a == b else [f"{prefix.rstrip('.')}: run has {a!r}, command asks {b!r}"]
 
@@ -104,20 +154,48 @@ class RunDir:
         """
         run = cls(path)
         config = {"kind": kind, **json.loads(json.dumps(config, default=str))}
-        if (run.path / CONFIG).exists():
-            old = run.config()
-            diffs = _diff(old, config)
-            if diffs:
-                raise RunError(f"{run.path} was made with a different configuration; refusing to resume:\n  "
-                               + "\n  ".join(diffs) + "\nUse another --out, or delete the folder to start over")
-        elif run.path.exists() and any(run.path.iterdir()):
+        if run.path.exists() and not run.path.is_dir():
+            raise RunError(f"{run.path} is a file, not a run folder; choose another --out")
+        fresh = not run.path.exists()
+        if not (run.path / CONFIG).exists() and run.path.exists() and any(
+                p.name != LOCK for p in run.path.iterdir()):
             raise RunError(f"{run.path} exists and is not an sdprobe run; choose an empty or new --out")
-        else:
-            run.path.mkdir(parents=True, exist_ok=True)
-            write_json(run.path / CONFIG, config)
-            write_json(run.path / ENVIRONMENT, environment())
-        run.set_state("running")
+        lock_run(run.path)
+        try:
+            if (run.path / CONFIG).exists():
+                diffs = config_diff(run.config(), config)
+                if diffs and not run.done_levels() and run.state() != "finished" and not run._has_outputs():
+                    log.warning("%s holds no finished work; starting it over with the new configuration", run.path)
+                    run._clear()
+                elif diffs:
+                    raise RunError(f"{run.path} was made with a different configuration; refusing to resume:\n  "
+                                   + "\n  ".join(diffs) + "\nUse another --out, or delete the folder to start over")
+            if not (run.path / CONFIG).exists():
+                write_json(run.path / CONFIG, config)
+                write_json(run.path / ENVIRONMENT, environment())
+            run.set_state("running")
+        except BaseException:
+            unlock_run(run.path)
+            if fresh:
+                import shutil
+
+                shutil.rmtree(run.path, ignore_errors=True)
+            raise
         return run
+
+    def _has_outputs(self) -> bool:
+        """Whether the folder holds results beyond its bookkeeping (config, environment, status, lock, samples)."""
+        keep = {CONFIG, ENVIRONMENT, STATUS, LOCK, SAMPLES, LEVELS_DIR}
+        return any(p.name not in keep and not p.name.startswith(".") for p in self.path.iterdir())
+
+    def _clear(self) -> None:
+        """Remove everything but the lock from a run that holds no finished work."""
+        import shutil
+
+        for p in self.path.iterdir():
+            if p.name == LOCK:
+                continue
+            shutil.rmtree(p) if p.is_dir() else p.unlink()
 
     @classmethod
     def open(cls, path: Path, kind: str | None = None) -> "RunDir":
@@ -204,12 +282,20 @@ class RunDir:
         atomic_write_bytes(self.path / LEVELS_DIR / f"{level_name(level)}.parquet", rows.to_parquet(index=False))
 
     def finish(self) -> pd.DataFrame:
-        """Consolidate the level files into ``results.parquet`` / ``.csv`` and mark the run finished."""
+        """Consolidate the level files into ``results.parquet`` / ``.csv``, mark the run finished and give up its
+        lock."""
         table = self._level_rows()
         atomic_write_bytes(self.path / RESULTS, table.to_parquet(index=False))
         atomic_write_bytes(self.path / RESULTS_CSV, table.to_csv(index=False).encode())
         self.set_state("finished")
+        unlock_run(self.path)
         return table
+
+    def lock(self) -> "RunDir":
+        """Become the one writer of this run (for stages that add to a finished run, such as isolation); see
+        :func:`lock_run`. Returns the run."""
+        lock_run(self.path)
+        return self
 
     def reopen(self) -> None:
         """Mark a finished run as running again (e.g. to add refinement levels); drops the consolidated table."""

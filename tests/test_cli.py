@@ -85,72 +85,14 @@ def test_console_script_exits_2_on_bad_input(tmp_path):
     assert bad.stdout == "" and not out.exists()
 
 
-# -- bad input -------------------------------------------------------------------------------------------------------
-# Each case: arguments ({model} = the saved tiny organism, {out} = where output would go, {prompts} = an empty prompt
-# file) and a piece of the expected message. Nothing may appear at {out}.
-
-GENERATE = ["generate", "--prompt", "a red circle", "-o", "{out}/a.png"]
-SWEEP = ["sweep", "--out", "{out}/run", "--steps", "2", "-n", "2"]
-BAD_INPUT = [
-    (["generate", "--model", "builtin:nope", "--prompt", "a red circle", "-o", "{out}/a.png"],
-     "unknown built-in model 'builtin:nope'; built-ins: builtin:tiny-shapes"),
-    (["generate", "--model", "no/such/folder", "--prompt", "a red circle", "-o", "{out}/a.png"],
-     "Built-ins: builtin:tiny-shapes"),
-    (["generate", "--model", "{model}", "--prompt", "  ", "-o", "{out}/a.png"], "the prompt is empty"),
-    (["generate", "--model", "{model}", "--prompt", "a red circle", "-o", "{out}/a.jpg"], "output must be a .png file"),
-    ([*GENERATE, "--model", "{model}", "--steps", "0"], "--steps: must be a positive integer, got 0"),
-    ([*GENERATE, "--model", "{model}", "--batch-size", "0"], "--batch-size: must be a positive integer, got 0"),
-    ([*GENERATE, "--model", "{model}", "--dtype", "float16"], "needs a CUDA device"),
-    ([*GENERATE, "--model", "{model}", "--seed"], "expected at least one argument"),
-    ([*SWEEP, "--model", "builtin:nope"], "built-ins: builtin:tiny-shapes"),
-    ([*SWEEP, "--model", "{model}", "-n", "0"], "must be a positive integer, got 0"),
-    ([*SWEEP, "--model", "{model}", "--steps", "0"], "--steps: must be a positive integer, got 0"),
-    ([*SWEEP, "--model", "{model}", "--step", "0"], "step must be positive, got 0.0"),
-    ([*SWEEP, "--model", "{model}", "--step", "-0.05"], "step must be positive, got -0.05"),
-    ([*SWEEP, "--model", "{model}", "--stop", "1.0"], "stop sparsity must be in [0, 1), got 1.0"),
-    ([*SWEEP, "--model", "{model}", "--start", "0.6", "--stop", "0.3"], "start (0.6) must not exceed stop (0.3)"),
-    ([*SWEEP, "--model", "{model}", "--method", "prune-it"], "invalid choice: 'prune-it'"),
-    ([*SWEEP, "--model", "{model}", "--component", "vae"], "invalid choice: 'vae'"),
-    ([*SWEEP, "--model", "{model}", "--select", "text_encoder.nope"],
-     "unknown filter 'nope' in selector 'text_encoder.nope'; valid for text_encoder:"),
-    ([*SWEEP, "--model", "{model}", "--select", "unet.attn2"], "outside --component text_encoder"),
-    ([*SWEEP, "--model", "{model}", "--component", "unet", "--offset", "text_encoder=0.1"],
-     "--offset names ['text_encoder'], which this sweep does not prune (unet)"),
-    ([*SWEEP, "--model", "{model}", "--offset", "text_encoder:0.1"], "expected COMPONENT=OFFSET"),
-    ([*SWEEP, "--model", "{model}", "--metrics", "nope"], "unknown metric 'nope'; valid: oracle, distance"),
-    ([*SWEEP, "--model", "{model}", "--prompts", "{prompts}"], "holds no prompt"),
-    (["thresholds", "{out}/run"], "is not an sdprobe run"),
-    (["thresholds"], "give either RUN_DIR or --csv FILE"),
-    (["thresholds", "--csv", "{out}/curve.csv"], "no such CSV"),
-    (["thresholds", "--csv", "{prompts}", "--digits", "0"], "must be a positive integer, got 0"),
-    (["report", "{out}/run", "-o", "{out}/r.html"], "does not exist or is not a folder"),
-    (["report", "{prompts}", "-o", "{out}/r.html", "--top-k", "0"], "must be a positive integer, got 0"),
-    (["report", "{prompts}", "-o", "{out}/r.html", "--ci", "1.5"], "ci must be in (0, 1), got 1.5"),
-    (["report", "{prompts}", "-o", "{out}/r.html", "--bootstrap", "-1"], "n_boot must be positive, got -1"),
-    (["report", "{prompts}", "-o", "{out}/r.html"], "does not exist or is not a folder"),
-]
-
-
-@pytest.mark.parametrize("argv, message", BAD_INPUT, ids=[f"{a[0]}: {m[:40]}" for a, m in BAD_INPUT])
-def test_bad_input_exits_2_with_a_message_and_no_output(argv, message, organism_dir, tmp_path, capsys):
-    prompts = tmp_path / "prompts.txt"
-    prompts.write_text("\n  \n")
-    out = tmp_path / "out"
-    given = [a.format(model=organism_dir, out=out, prompts=prompts) for a in argv]
-    assert exit_status(given) == USAGE_ERROR
-    captured = capsys.readouterr()
-    assert message in captured.err
-    assert captured.out == ""
-    assert not out.exists()  # nothing written, so the corrected command can use the same paths
-    assert sorted(p.name for p in tmp_path.iterdir()) == ["prompts.txt"]
+# Bad input for every command: tests/test_bad_input.py
 
 
 def test_a_good_sweep_prints_its_run_directory(organism_dir, tmp_path, capsys):
-    """The bad-input cases above differ from this working command only in the one bad argument."""
+    """The bad-input sweeps differ from this working command only in the one bad argument."""
     out = tmp_path / "run"
-    argv = [*SWEEP, "--model", str(organism_dir), "--stop", "0.1", "--step", "0.1", "--refine", "0",
-            "--metrics", "distance"]
-    argv[argv.index("{out}/run")] = str(out)
+    argv = ["sweep", "--out", str(out), "--steps", "2", "-n", "2", "--model", str(organism_dir), "--stop", "0.1",
+            "--step", "0.1", "--refine", "0", "--metrics", "distance"]
     assert exit_status(argv) == 0
     assert capsys.readouterr().out.strip() == str(out)
     assert (out / "results.parquet").exists()

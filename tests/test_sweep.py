@@ -276,18 +276,22 @@ def test_a_folder_that_is_not_a_run_is_refused(tiny_organism, tmp_path):
 # -- bad input -------------------------------------------------------------------------------------------------------
 
 @pytest.mark.parametrize("kw, message", [
-    ({"start": -0.1}, r"start sparsity must be in \[0, 1\)"),
-    ({"stop": 1.0}, r"stop sparsity must be in \[0, 1\)"),
-    ({"start": 1.2, "stop": 1.5}, r"start sparsity must be in \[0, 1\)"),
+    ({"start": -0.1}, r"start must be a sparsity in \[0, 1\)"),
+    ({"stop": 1.0}, r"stop must be a sparsity in \[0, 1\)"),
+    ({"start": 1.2, "stop": 1.5}, r"start must be a sparsity in \[0, 1\)"),
+    ({"start": float("nan")}, "start must be a finite number, got nan"),
+    ({"seed": -1}, r"seed must be an integer in \[0, 9223372036854775807\]"),
+    ({"group": "bogus"}, "unknown comparison group 'bogus'"),
     ({"start": 0.5, "stop": 0.3}, r"start \(0.5\) must not exceed stop \(0.3\)"),
-    ({"step": 0.0}, "step must be positive"),
-    ({"step": -0.05}, "step must be positive"),
-    ({"refine": 0.0}, "refine resolution must be positive"),
+    ({"step": 0.0}, "step must be a finite number > 0"),
+    ({"step": -0.05}, "step must be a finite number > 0"),
+    ({"step": float("inf")}, "step must be a finite number, got inf"),
+    ({"refine": 0.0}, "refine resolution must be a finite number > 0"),
     ({"method": "prune-it"}, "unknown method 'prune-it'; valid: magnitude, magnitude-global, wanda"),
     ({"components": {}}, "no component to prune"),
     ({"components": {"vae": ComponentPlan(["vae"])}}, "unknown component 'vae'; valid: text_encoder, text_encoder_2, unet"),
     ({"prompts": []}, "the prompt list is empty"),
-    ({"prompts": None, "n_prompts": 0}, "n_prompts must be positive"),
+    ({"prompts": None, "n_prompts": 0}, "n_prompts must be a positive integer"),
     ({"method": "wanda", "n_calibration": 0}, "wanda needs calibration prompts"),
 ])
 def test_bad_config_is_refused_with_the_valid_choices(kw, message):

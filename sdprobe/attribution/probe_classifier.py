@@ -207,8 +207,13 @@ def load_probe(path: Path | None = None, vae=None) -> LatentProbe:
     if not path.exists():
         raise SdprobeError(f"no latent probe at {path}; train one with sdprobe.attribution.train_probe(pipe) "
                            "and pass its file (--probe PATH)")
-    with safe_open(str(path), framework="pt") as f:
-        meta = f.metadata() or {}
+    from safetensors import SafetensorError
+
+    try:
+        with safe_open(str(path), framework="pt") as f:
+            meta = f.metadata() or {}
+    except SafetensorError as exc:
+        raise SdprobeError(f"{path} is not a safetensors latent probe ({exc}); nothing else is read") from None
     shape = json.loads(meta.get("shape", "{}"))
     attributes = {k: tuple(v) for k, v in json.loads(meta.get("attributes", "{}")).items()} or None
     probe = LatentProbe(attributes=attributes, **shape)

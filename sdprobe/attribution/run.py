@@ -94,6 +94,12 @@ def plot_neurons(table: pd.DataFrame, path: Path) -> None:
 
 def run_attribution(pipe, head, config: AttributionConfig, out: Path, progress: bool = True) -> RunDir:
     """Compute token (and optionally unit and weight) attributions and write the run directory."""
+    if config.neurons:
+        from sdprobe.architecture import select
+
+        select(pipe, config.neurons)  # unknown selectors fail before anything is written
+    if config.critical_run:
+        RunDir.open(Path(config.critical_run), kind="sweep")
     run = RunDir.open_or_create(Path(out), config.to_dict(), kind="attribution")
     seeds = config.seeds_for_prompts()
     score = MeaningScore(Trajectory(pipe, config.trajectory), head, config.target)

@@ -227,5 +227,7 @@ def load_bias_probe(name_or_path: str | Path) -> BiasProbe:
             data = tomllib.load(f)
         except tomllib.TOMLDecodeError as exc:
             raise ProbeError(f"{path} is not valid TOML: {exc}") from exc
+        except UnicodeDecodeError:
+            raise ProbeError(f"{path} is not UTF-8 text, so not a probe file (TOML)") from None
     return parse_bias_probe(data, source=str(path))
 

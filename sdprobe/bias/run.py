@@ -27,6 +27,7 @@ from sdprobe.bias.measure import distribution_rows, measure, metric_rows
 from sdprobe.bias.plots import plot_distribution, plot_dose, plot_vs_sparsity
 from sdprobe.bias.probes import BiasProbe
 from sdprobe.bias.sparsity import bias_vs_sparsity, condition_name
+from sdprobe import checks
 from sdprobe.evidence import Split, WeightSet, write_set_file
 from sdprobe.generate import GenerationConfig
 from sdprobe.io import atomic_write_bytes, read_json, write_json
@@ -55,9 +56,24 @@ class BiasRunConfig:
     alphas: tuple[float, ...] = ()  # the set's weights x alpha (0 removes it)
 
     def __post_init__(self) -> None:
-        bad = [a for a in self.alphas if not 0 <= a <= 1]
-        if bad:
-            raise ValueError(f"alphas must lie in [0, 1] (weights x alpha), got {bad}")
+        from sdprobe.architecture import COMPONENTS
+        from sdprobe.prune.factory import METHODS
+
+        checks.positive_int("n_images", self.n_images)
+        checks.seed("seed", self.seed)
+        checks.non_negative_int("n_boot", self.n_boot)
+        for s in self.sparsities:
+            checks.fraction("sparsity", s)
+        for a in self.alphas:
+            checks.unit("alpha (the set's weights x alpha)", a)
+        unknown = [c for c in self.components if c not in COMPONENTS]
+        if unknown:
+            raise ValueError(f"unknown component(s) {unknown}; valid: {', '.join(COMPONENTS)}")
+        unknown = [m for m in self.methods if m not in METHODS]
+        if unknown:
+            raise ValueError(f"unknown pruning method(s) {unknown}; valid: {', '.join(METHODS)}")
+        if self.sparsities and not (self.components and self.methods):
+            raise ValueError("sparsities need at least one component and one method to prune")
         if self.alphas and self.set_file is None:
             raise ValueError("alphas scale a weight set: give set_file (--set FILE) too")
 

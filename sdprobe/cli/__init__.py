@@ -49,6 +49,22 @@ def _fit_threads_to_cpus() -> None:
         torch.set_num_threads(allowed)
 
 
+def _user_error(exc: BaseException) -> str | None:
+    """The one-line message for an error the user can fix (bad input, paths, devices, corrupt files), or None
+    for an internal error."""
+    if isinstance(exc, (SdprobeError, ValueError)):
+        return str(exc)
+    if isinstance(exc, OSError):  # permissions, is-a-directory, not-a-directory, read-only file system, disk full
+        where = " -> ".join(str(f) for f in (exc.filename, exc.filename2) if f is not None)
+        reason = exc.strerror or str(exc)
+        return f"{where}: {reason}" if where else reason
+    if type(exc).__name__ == "SafetensorError":
+        return f"a safetensors file is corrupt or truncated: {exc}"
+    if type(exc).__name__ == "OutOfMemoryError":
+        return f"the device ran out of memory ({exc}); lower --batch-size or use a larger device"
+    return None
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args = parser.parse_args(argv)
@@ -56,9 +72,20 @@ def main(argv: list[str] | None = None) -> int:
     logging.basicConfig(level=logging.DEBUG if args.verbose else logging.INFO, format="%(levelname)s %(name)s: %(message)s")
     try:
         return int(args.func(args) or 0)
-    except (SdprobeError, ValueError, FileNotFoundError, FileExistsError) as exc:
-        print(f"sdprobe {args.command}: error: {exc}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(f"sdprobe {args.command}: interrupted; finished work is kept and the command resumes", file=sys.stderr)
         return 130
+    except Exception as exc:  # noqa: BLE001 - every error ends in one line (user) or a traceback with a hint (bug)
+        message = _user_error(exc)
+        if message is None:
+            raise InternalError(args.command) from exc
+        print(f"sdprobe {args.command}: error: {message}", file=sys.stderr)
+        return 2
+
+
+class InternalError(RuntimeError):
+    """An error that is sdprobe's fault, not the input's: shown with its traceback and a request to report it."""
+
+    def __init__(self, command: str):
+        super().__init__(f"sdprobe {command} failed on an internal error (the traceback above). This is a bug: please "
+                         "report it with the command line, `pip freeze` and this traceback")

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sdprobe.cli.common import add_model_args, positive_int
+from sdprobe.cli.common import NON_NEGATIVE, SEED, add_model_args, positive_int
 
 
 def add_parser(sub) -> None:
@@ -25,9 +25,9 @@ def add_parser(sub) -> None:
     p.add_argument("--value", action="append", default=None,
                    help="target value per prompt, e.g. red (default: the value a tiny-shapes prompt states, else "
                         "the value read from each prompt's output)")
-    p.add_argument("--seed", type=int, nargs="+", default=[0], help="one seed, or one per prompt (default: 0)")
+    p.add_argument("--seed", type=SEED, nargs="+", default=[0], help="one seed, or one per prompt (default: 0)")
     p.add_argument("--steps", type=positive_int, default=8, help="denoising steps of the sampler (default: %(default)s)")
-    p.add_argument("--guidance", type=float, default=GenerationConfig.guidance,
+    p.add_argument("--guidance", type=NON_NEGATIVE, default=GenerationConfig.guidance,
                    help="classifier-free guidance (default: %(default)s)")
     p.add_argument("--ig-steps", type=positive_int, default=None,
                    help="Integrated Gradients path steps of token attributions (default: IGConfig's)")
@@ -55,7 +55,7 @@ def add_parser(sub) -> None:
     t.add_argument("--check-images", type=positive_int, default=128,
                    help="generated images for the oracle agreement (default: %(default)s)")
     t.add_argument("--steps", type=positive_int, default=8, help="denoising steps of the check (default: %(default)s)")
-    t.add_argument("--seed", type=int, default=0, help="seed (default: %(default)s)")
+    t.add_argument("--seed", type=SEED, default=0, help="seed (default: %(default)s)")
     t.add_argument("-o", "--out", type=Path, required=True, help="output .safetensors file")
     t.set_defaults(func=train_probe_command)
 

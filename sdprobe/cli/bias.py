@@ -6,7 +6,9 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sdprobe.cli.common import add_generation_args, add_model_args, generation_config, positive_int
+from sdprobe.cli.common import (
+    FRACTION, PROBABILITY, SEED, UNIT, add_generation_args, add_model_args, generation_config, positive_int,
+)
 
 
 def add_parser(sub) -> None:
@@ -19,15 +21,15 @@ def add_parser(sub) -> None:
     add_generation_args(p)
     p.add_argument("--probe", default="default-color", help="built-in probe name or a .toml file (default: %(default)s)")
     p.add_argument("--images", type=positive_int, default=200, help="images per probe group and condition (default: %(default)s)")
-    p.add_argument("--sparsities", type=float, nargs="+", default=(), help="pruning levels, e.g. 0.2 0.4 0.6")
+    p.add_argument("--sparsities", type=FRACTION, nargs="+", default=(), help="pruning levels, e.g. 0.2 0.4 0.6")
     p.add_argument("--components", nargs="+", default=("text_encoder",), help="components to prune (default: text_encoder)")
     p.add_argument("--methods", nargs="+", default=("magnitude",), help="pruning methods (default: magnitude)")
     p.add_argument("--bootstrap", type=positive_int, default=2000, help="bootstrap resamples (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=0, help="first image seed (default: %(default)s)")
+    p.add_argument("--seed", type=SEED, default=0, help="first image seed (default: %(default)s)")
     p.add_argument("--clip-model", type=Path, default=None, help="local CLIP model folder (clip probes)")
     p.add_argument("--set", type=Path, default=None, dest="set_file",
                    help="a weight-set file (critical/<group>/set.json) to apply at --alphas")
-    p.add_argument("--alphas", type=float, nargs="+", default=(0.0,),
+    p.add_argument("--alphas", type=UNIT, nargs="+", default=(0.0,),
                    help="with --set: measure with the set's weights x alpha, each in [0, 1] (default: 0, removal)")
     p.add_argument("-o", "--out", type=Path, required=True, help="output run folder")
     p.set_defaults(func=run_bias_command)
@@ -56,13 +58,13 @@ def add_parser(sub) -> None:
                    help="confirmation: seeds per explicit prompt (default: %(default)s)")
     w.add_argument("--controls", type=positive_int, default=200,
                    help="random controls of the confirmation, enough for p < --alpha (default: %(default)s)")
-    w.add_argument("--alpha", type=float, default=0.01,
+    w.add_argument("--alpha", type=PROBABILITY, default=0.01,
                    help="adjusted p a debiasing claim needs (default: %(default)s)")
-    w.add_argument("--accuracy-floor", type=float, default=0.9,
+    w.add_argument("--accuracy-floor", type=UNIT, default=0.9,
                    help="every explicit prompt keeps min(this, its dense accuracy) (default: %(default)s)")
-    w.add_argument("--tolerance", type=float, default=0.1,
+    w.add_argument("--tolerance", type=UNIT, default=0.1,
                    help="most the other groups may move, in total variation (default: %(default)s)")
-    w.add_argument("--doses", type=float, nargs="+", default=(0.0, 0.25, 0.5, 0.75, 1.0),
+    w.add_argument("--doses", type=UNIT, nargs="+", default=(0.0, 0.25, 0.5, 0.75, 1.0),
                    help="dose-response alphas (the set's weights x alpha) (default: 0 0.25 0.5 0.75 1)")
     w.add_argument("--min-size", type=positive_int, default=2, help="smallest set tried (default: %(default)s)")
     w.add_argument("--ranking", default="log_odds", choices=("log_odds", "target_fit"),
@@ -106,10 +108,15 @@ def run_bias_weights_command(args: argparse.Namespace) -> int:
     from sdprobe.generate import GenerationConfig
     from sdprobe.io import read_json
     from sdprobe.models import load_pipeline
+    from sdprobe.errors import RunError
     from sdprobe.runs import RunDir
 
     run = RunDir.open(args.run_dir, kind="bias")
     cfg = run.config()
+    missing = [k for k in ("probe", "generation", "seed", "model") if k not in cfg]
+    if missing:
+        raise RunError(f"{run.path}/config.json lacks {missing}: not a bias run this sdprobe can extend; rerun "
+                       "`sdprobe bias`")
     probe = load_bias_probe(cfg["probe"])
     generation = GenerationConfig(**cfg["generation"])
     device = args.device or "cpu"

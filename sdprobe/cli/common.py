@@ -3,8 +3,43 @@
 from __future__ import annotations
 
 import argparse
+from collections.abc import Callable
+
+from sdprobe import checks
 
 DTYPES = ("float32", "float16", "bfloat16")
+
+
+def arg(check: Callable, kind: type = float) -> Callable[[str], float | int]:
+    """An argparse ``type`` that parses ``kind`` and applies one of :mod:`sdprobe.checks`, so every command checks
+    a number by the same rule as the library does.
+
+    Example:
+        >>> p.add_argument("--guidance", type=arg(checks.non_negative))
+    """
+    def parse(text: str):
+        try:
+            value = kind(text)
+        except ValueError:
+            raise argparse.ArgumentTypeError(f"expected {'an integer' if kind is int else 'a number'}, "
+                                             f"got {text!r}") from None
+        try:
+            return check("", value)
+        except ValueError as exc:
+            raise argparse.ArgumentTypeError(str(exc).strip()) from None
+
+    parse.__name__ = check.__name__  # argparse names the type in its messages
+    return parse
+
+
+SEED = arg(checks.seed, int)
+FRACTION = arg(checks.fraction)
+UNIT = arg(checks.unit)
+PROBABILITY = arg(checks.probability)
+FINITE = arg(checks.finite)
+NON_NEGATIVE = arg(checks.non_negative)
+POSITIVE = arg(checks.positive)
+NON_NEGATIVE_INT = arg(checks.non_negative_int, int)
 
 
 def add_model_args(p: argparse.ArgumentParser) -> None:
@@ -19,7 +54,8 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
 
     d = GenerationConfig()
     p.add_argument("--steps", type=positive_int, default=d.steps, help="denoising steps (default: %(default)s)")
-    p.add_argument("--guidance", type=float, default=d.guidance, help="classifier-free guidance (default: %(default)s)")
+    p.add_argument("--guidance", type=NON_NEGATIVE, default=d.guidance,
+                   help="classifier-free guidance, a finite number >= 0 (default: %(default)s)")
     p.add_argument("--batch-size", type=positive_int, default=d.batch_size,
                    help="images per pipeline call (default: %(default)s)")
 
@@ -42,8 +78,4 @@ def load(args: argparse.Namespace):
     return load_pipeline(args.model, device=process_device(args.device), dtype=dtype)
 
 
-def positive_int(text: str) -> int:
-    value = int(text)
-    if value <= 0:
-        raise argparse.ArgumentTypeError(f"must be a positive integer, got {value}")
-    return value
+positive_int = arg(checks.positive_int, int)

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import argparse
 
-from sdprobe.cli.common import add_generation_args, add_model_args, generation_config, load, positive_int
+from sdprobe.cli.common import SEED, add_generation_args, add_model_args, generation_config, load, positive_int
 
 
 def add_parser(sub) -> None:
@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
     add_generation_args(p)
     p.add_argument("-n", type=positive_int, default=256, help="fully stated prompts (default: %(default)s)")
     p.add_argument("--n-bias", type=positive_int, default=128, help="color-less prompts for the bias (default: %(default)s)")
-    p.add_argument("--seed", type=int, default=12345, help="draws prompts and seeds (default: %(default)s)")
+    p.add_argument("--seed", type=SEED, default=12345, help="draws prompts and seeds (default: %(default)s)")
     p.set_defaults(func=run)
 
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sdprobe.cli.common import add_generation_args, add_model_args, generation_config, load
+from sdprobe.cli.common import SEED, add_generation_args, add_model_args, generation_config, load
 
 
 def add_parser(sub) -> None:
@@ -14,7 +14,7 @@ def add_parser(sub) -> None:
     add_model_args(p)
     add_generation_args(p)
     p.add_argument("--prompt", required=True, help="the prompt")
-    p.add_argument("--seed", type=int, nargs="+", default=[0], help="one or more seeds (default: 0)")
+    p.add_argument("--seed", type=SEED, nargs="+", default=[0], help="one or more seeds (default: 0)")
     p.add_argument("-o", "--out", required=True, type=Path, help="output PNG")
     p.set_defaults(func=run)
 

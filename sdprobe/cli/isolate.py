@@ -7,7 +7,7 @@ import argparse
 import math
 from pathlib import Path
 
-from sdprobe.cli.common import positive_int
+from sdprobe.cli.common import NON_NEGATIVE_INT, PROBABILITY, SEED, positive_int
 
 ALL = "all"
 
@@ -33,16 +33,6 @@ def _window(text: str):
     if not (math.isfinite(a) and math.isfinite(b) and 0 <= a < b < 1):
         raise argparse.ArgumentTypeError(f"window {text!r}: need 0 <= START < STOP < 1")
     return (a, b)
-
-
-def _share(text: str) -> float:
-    try:
-        v = float(text)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"{text!r} is not a number") from None
-    if not (math.isfinite(v) and 0 < v < 1):
-        raise argparse.ArgumentTypeError(f"{text!r} must lie strictly between 0 and 1")
-    return v
 
 
 def add_parser(sub) -> None:
@@ -75,16 +65,16 @@ def add_parser(sub) -> None:
                    help="one prompt per line to draw the confirmation split from (default: the organism's grammar)")
     p.add_argument("--controls", type=positive_int, default=200,
                    help="the most random control sets per direction (default: %(default)s)")
-    p.add_argument("--matched", type=int, default=50,
+    p.add_argument("--matched", type=NON_NEGATIVE_INT, default=50,
                    help="the most magnitude-matched control sets per direction, 0 for none (default: %(default)s)")
-    p.add_argument("--alpha", type=_share, default=0.05, help="family-wise error rate (default: %(default)s)")
-    p.add_argument("--power", type=_share, default=0.8, help="required power for --effect (default: %(default)s)")
-    p.add_argument("--effect", type=_share, default=0.10,
+    p.add_argument("--alpha", type=PROBABILITY, default=0.05, help="family-wise error rate (default: %(default)s)")
+    p.add_argument("--power", type=PROBABILITY, default=0.8, help="required power for --effect (default: %(default)s)")
+    p.add_argument("--effect", type=PROBABILITY, default=0.10,
                    help="the effect that matters, a share of images (default: %(default)s)")
-    p.add_argument("--bar", type=_share, default=None,
+    p.add_argument("--bar", type=PROBABILITY, default=None,
                    help="search-split accuracy below which the meaning counts as broken (default: halfway between "
                         "the accuracy at the window's two ends)")
-    p.add_argument("--seed", type=int, default=None,
+    p.add_argument("--seed", type=SEED, default=None,
                    help="seed of the confirmation split and the controls (default: 0; with --replicate: 1, so the "
                         "new split differs from the one the set was confirmed on)")
     p.add_argument("--levels", type=_levels, default=("tensor", "row", "weight"),

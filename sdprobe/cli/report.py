@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sdprobe.cli.common import positive_int
+from sdprobe.cli.common import PROBABILITY, SEED, positive_int
 
 REPORTS_DIR = Path("reports")  # default folder of reports
 
@@ -19,10 +19,10 @@ def add_parser(sub) -> None:
     p.add_argument("-o", "--out", type=Path, default=None,
                    help=f"HTML file to write (default: {REPORTS_DIR}/<first folder name>.html)")
     p.add_argument("--title", default=None, help="page title (default: from the folder names)")
-    p.add_argument("--bootstrap", type=int, default=None, metavar="N",
+    p.add_argument("--bootstrap", type=positive_int, default=None, metavar="N",
                    help="bootstrap resamples of confidence bands (default: 1000)")
-    p.add_argument("--ci", type=float, default=None, help="coverage of confidence bands (default: 0.95)")
-    p.add_argument("--seed", type=int, default=None, help="bootstrap seed (default: 0)")
+    p.add_argument("--ci", type=PROBABILITY, default=None, help="coverage of confidence bands (default: 0.95)")
+    p.add_argument("--seed", type=SEED, default=None, help="bootstrap seed (default: 0)")
     p.add_argument("--top-k", type=positive_int, default=None, help="rows of top-k tables (default: 10)")
     p.add_argument("--dpi", type=positive_int, default=None, help="figure resolution (default: 100)")
     p.set_defaults(func=run)

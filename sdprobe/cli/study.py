@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sdprobe.cli.common import DTYPES
+from sdprobe.cli.common import DTYPES, positive_int
 
 MAX_DEFAULT_JOBS = 4  # default sweep processes, capped by the CPUs available
 
@@ -22,7 +22,7 @@ def add_parser(sub) -> None:
     p.add_argument("--overwrite", action="store_true", help="replace a finished study in --out")
     p.add_argument("--device", default=None, help="overrides the config's device")
     p.add_argument("--dtype", default=None, choices=DTYPES, help="overrides the config's dtype")
-    p.add_argument("--jobs", type=int, default=None,
+    p.add_argument("--jobs", type=positive_int, default=None,
                    help="processes for the sweeps (default: the CPUs this process may use, at most 4)")
     p.add_argument("--report", type=Path, default=None, help="also copy the report to this path")
     p.set_defaults(func=run)

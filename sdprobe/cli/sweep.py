@@ -5,7 +5,13 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sdprobe.cli.common import add_generation_args, add_model_args, generation_config, load, positive_int
+from sdprobe import checks
+
+from sdprobe.cli.common import (
+    FRACTION, NON_NEGATIVE, POSITIVE, SEED, add_generation_args, add_model_args, generation_config, load,
+    positive_int,
+)
+from sdprobe.io import read_text
 
 COMPONENT_CHOICES = ("text_encoder", "text_encoder_2", "unet", "both")
 
@@ -13,9 +19,10 @@ COMPONENT_CHOICES = ("text_encoder", "text_encoder_2", "unet", "both")
 def _budget(text: str) -> tuple[str, float]:
     try:
         comp, value = text.split("=")
-        return comp, float(value)
-    except ValueError:
-        raise argparse.ArgumentTypeError(f"expected COMPONENT=OFFSET, e.g. text_encoder=0.125, got {text!r}") from None
+        return comp, checks.offset(f"offset of {comp}", float(value))
+    except ValueError as exc:
+        raise argparse.ArgumentTypeError(f"expected COMPONENT=OFFSET with OFFSET in (-1, 1), e.g. "
+                                         f"text_encoder=0.125, got {text!r} ({exc})") from None
 
 
 def add_parser(sub) -> None:
@@ -36,13 +43,13 @@ def add_parser(sub) -> None:
     p.add_argument("--method", default="magnitude", choices=METHODS, help="scoring method (default: %(default)s)")
     p.add_argument("--group", default=None, help="comparison group: matrix, row, global or nm:M (default: method's)")
     p.add_argument("--include-conv", action="store_true", help="also prune Conv2d weights")
-    p.add_argument("--start", type=float, default=0.0)
-    p.add_argument("--stop", type=float, default=0.95)
-    p.add_argument("--step", type=float, default=0.05)
-    p.add_argument("--refine", type=float, default=0.005, help="bisection resolution; 0 disables (default: %(default)s)")
+    p.add_argument("--start", type=FRACTION, default=0.0, help="first grid level, in [0, 1) (default: %(default)s)")
+    p.add_argument("--stop", type=FRACTION, default=0.95, help="last grid level, in [0, 1) (default: %(default)s)")
+    p.add_argument("--step", type=POSITIVE, default=0.05, help="grid spacing (default: %(default)s)")
+    p.add_argument("--refine", type=NON_NEGATIVE, default=0.005, help="bisection resolution; 0 disables (default: %(default)s)")
     p.add_argument("--prompts", type=Path, default=None, help="text file, one prompt per line (default: organism grammar)")
     p.add_argument("-n", "--n-prompts", type=positive_int, default=64, help="prompts drawn from the grammar")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0, help="draws prompts and seeds (default: %(default)s)")
     p.add_argument("--metrics", nargs="+", default=["oracle", "distance"])
     p.add_argument("--store", default="auto", choices=STORES,
                    help="where masks keep the original values: auto = host memory for CUDA, a temporary file on the "
@@ -72,7 +79,7 @@ def config_from_args(args: argparse.Namespace):
             raise ValueError(f"selectors {stray} are outside --component {args.component}")
     prompts = None
     if args.prompts is not None:
-        prompts = [line.strip() for line in args.prompts.read_text().splitlines() if line.strip()]
+        prompts = [line.strip() for line in read_text(args.prompts, "--prompts").splitlines() if line.strip()]
         if not prompts:
             raise ValueError(f"{args.prompts} holds no prompt")
     return SweepConfig(model=args.model, components=plans, method=args.method, group=args.group,

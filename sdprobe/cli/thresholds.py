@@ -6,7 +6,8 @@ import argparse
 import logging
 from pathlib import Path
 
-from sdprobe.cli.common import positive_int
+from sdprobe import checks
+from sdprobe.cli.common import FINITE, NON_NEGATIVE_INT, POSITIVE, PROBABILITY, SEED, positive_int
 
 log = logging.getLogger(__name__)
 
@@ -28,22 +29,22 @@ def add_parser(sub) -> None:
     p.add_argument("--lower-is-better", action="store_true", help="the --csv metric improves downwards")
     p.add_argument("--log", action="store_true", help="analyse the --csv metric as log(value) (unbounded metrics "
                                                      "such as FID)")
-    p.add_argument("--dense", type=float, help="the dense model's value of the --csv metric, when the curve does not "
+    p.add_argument("--dense", type=FINITE, help="the dense model's value of the --csv metric, when the curve does not "
                                                "start at level 0 (default: the first level, with a note)")
     p.add_argument("--metrics", nargs="+",
                    help="metric columns of a run (default: every numeric non-bookkeeping column with values)")
     p.add_argument("--seed-col", default="seed", help="column resampled by the bootstrap (default: %(default)s)")
-    p.add_argument("--floor", type=float, help="worst meaningful value of the --csv metric (e.g. chance accuracy); "
+    p.add_argument("--floor", type=FINITE, help="worst meaningful value of the --csv metric (e.g. chance accuracy); "
                                                "default: the curve's lowest level (noted: the scale is then relative)")
     p.add_argument("--floors", nargs="+", default=[], metavar="METRIC=VALUE",
                    help="floors of run metrics, e.g. clip_score=0.15 (default: the metric's declared floor)")
-    p.add_argument("--min-event", type=float, default=0.25,
+    p.add_argument("--min-event", type=PROBABILITY, default=0.25,
                    help="an event removes at least this share of the range dense -> floor (default: %(default)s)")
-    p.add_argument("--max-width", type=float, default=0.1,
+    p.add_argument("--max-width", type=POSITIVE, default=0.1,
                    help="sudden: its 10%%-90%% transition spans at most this much sparsity (default: %(default)s)")
-    p.add_argument("--n-boot", type=int, default=1000, help="bootstrap replicates, 0 for none (default: %(default)s)")
-    p.add_argument("--ci", type=float, default=0.95, help="interval coverage (default: %(default)s)")
-    p.add_argument("--random-state", type=int, default=0, help="bootstrap seed (default: %(default)s)")
+    p.add_argument("--n-boot", type=NON_NEGATIVE_INT, default=1000, help="bootstrap replicates, 0 for none (default: %(default)s)")
+    p.add_argument("--ci", type=PROBABILITY, default=0.95, help="interval coverage (default: %(default)s)")
+    p.add_argument("--random-state", type=SEED, default=0, help="bootstrap seed (default: %(default)s)")
     p.add_argument("--out", type=Path, help="write the table to this CSV too (with --csv; a run writes thresholds.csv)")
     p.add_argument("--digits", type=positive_int, default=4, help="decimals printed (default: %(default)s)")
     p.set_defaults(func=run)
@@ -56,9 +57,9 @@ def _parse_floors(items: list[str], metrics: list[str]) -> dict[str, float]:
         if not sep or name not in metrics:
             raise ValueError(f"--floors takes METRIC=VALUE with METRIC one of {', '.join(metrics)}; got {item!r}")
         try:
-            floors[name] = float(value)
+            floors[name] = checks.finite(f"--floors {name}", float(value))
         except ValueError:
-            raise ValueError(f"--floors {item!r}: {value!r} is not a number") from None
+            raise ValueError(f"--floors {item!r}: {value!r} is not a finite number") from None
     return floors
 
 
@@ -69,7 +70,9 @@ def _csv_inputs(args: argparse.Namespace):
         raise FileNotFoundError(f"no such CSV: {args.csv}")
     try:
         table = pd.read_csv(args.csv)
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, UnicodeDecodeError) as exc:
+    except UnicodeDecodeError:
+        raise ValueError(f"--csv {args.csv} is not UTF-8 text; save it as UTF-8 CSV") from None
+    except (pd.errors.ParserError, pd.errors.EmptyDataError) as exc:
         raise ValueError(f"cannot read {args.csv} as CSV: {exc}") from exc
     floors = {} if args.floor is None else {args.y: args.floor}
     return table, [args.y], {args.y: not args.lower_is_better}, floors, args.x or CSV_X, args.out

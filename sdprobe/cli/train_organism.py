@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sdprobe.cli.common import positive_int
+from sdprobe.cli.common import NON_NEGATIVE_INT, SEED, positive_int
 
 
 def add_parser(sub) -> None:
@@ -13,12 +13,12 @@ def add_parser(sub) -> None:
                        description="Train the organism; a killed run resumes from its last checkpoint in --work.")
     p.add_argument("-o", "--out", type=Path, required=True, help="pipeline folder to write")
     p.add_argument("--work", type=Path, default=None, help="checkpoint folder (default: OUT.work)")
-    p.add_argument("--seed", type=int, default=0)
+    p.add_argument("--seed", type=SEED, default=0)
     p.add_argument("--vae-steps", type=positive_int, default=600)
     p.add_argument("--decoder-steps", type=positive_int, default=900, help="first decoder-only pass")
     p.add_argument("--polish-steps", type=positive_int, default=1000, help="second decoder-only pass")
     p.add_argument("--unet-steps", type=positive_int, default=3500)
-    p.add_argument("--finetune-steps", type=int, default=1500, help="further UNet steps at a lower rate")
+    p.add_argument("--finetune-steps", type=NON_NEGATIVE_INT, default=1500, help="further UNet steps at a lower rate")
     p.add_argument("--vae-checkpoint", type=Path, default=None, help="reuse the VAE of an earlier run's checkpoint.safetensors")
     p.add_argument("--batch-size", type=positive_int, default=64)
     p.add_argument("--save-every", type=positive_int, default=500)

@@ -28,6 +28,16 @@ class OracleMetric:
                   "unreadable": Quantity(False, floor=1.0)}  # every image unreadable
     higher_is_better = directions(quantities)
 
+    def check_prompts(self, prompts: Sequence[str]) -> None:
+        """Every prompt must be in the organism's grammar, whose stated attributes the oracle checks; raises
+        ``ValueError`` naming the first one that is not."""
+        for prompt in prompts:
+            try:
+                parse_prompt(prompt)
+            except ValueError as exc:
+                raise ValueError(f"the oracle metric reads only the organism's prompts: {exc}; use another metric "
+                                 "(e.g. clipscore) for other prompts") from None
+
     def score(self, prompts: Sequence[str], images: np.ndarray, reference: np.ndarray | None = None) -> pd.DataFrame:
         if len(prompts) != len(images):
             raise ValueError(f"{len(prompts)} prompts but {len(images)} images")

@@ -38,4 +38,23 @@ def make_metrics(names: list[str], options: dict[str, dict] | None = None) -> li
     if not names:
         raise ValueError(f"no metric given; valid: {', '.join(REGISTRY)}")
     options = options or {}
+    unknown = sorted(set(options) - set(names))
+    if unknown:
+        raise ValueError(f"options given for metric(s) {unknown}, which are not among the metrics {names}")
+    seen: dict[str, str] = {}
+    for n in names:
+        for col in declared_quantities([n]):
+            if col in seen:
+                raise ValueError(f"metrics {seen[col]!r} and {n!r} both measure {col!r}; keep one of them"
+                                 if seen[col] != n else f"metric {n!r} is listed twice")
+            seen[col] = n
     return [make_metric(n, **options.get(n, {})) for n in names]
+
+
+def check_prompts(metrics: list, prompts: list[str]) -> None:
+    """Let every metric that reads prompts check them before anything is generated or written (the oracle needs
+    prompts of the organism's grammar)."""
+    for metric in metrics:
+        check = getattr(metric, "check_prompts", None)
+        if check is not None:
+            check(prompts)

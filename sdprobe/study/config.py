@@ -6,11 +6,15 @@ for CI and smoke tests while keeping every stage.
 
 from __future__ import annotations
 
+import dataclasses
 import tomllib
+import types
+import typing
 from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 
 from sdprobe.generate import GenerationConfig
+from sdprobe.io import read_text
 from sdprobe.sweep.config import ComponentPlan, SweepConfig
 
 QUICK_PROMPTS = 12  # prompts per sweep level in --quick mode
@@ -119,7 +123,7 @@ class StudyConfig:
         path = Path(self.prompts_file)
         if not path.exists():
             raise FileNotFoundError(f"prompts_file {path} not found")
-        lines = [line.strip() for line in path.read_text().splitlines() if line.strip()]
+        lines = [line.strip() for line in read_text(path, "prompts_file").splitlines() if line.strip()]
         if not lines:
             raise ValueError(f"prompts_file {path} holds no prompt")
         return lines[: self.n_prompts]
@@ -161,34 +165,100 @@ def load_study_config(path: Path) -> StudyConfig:
     path = Path(path)
     if not path.exists():
         raise FileNotFoundError(f"study config {path} not found")
-    data = tomllib.loads(path.read_text())
+    try:
+        data = tomllib.loads(read_text(path, "study config"))
+    except tomllib.TOMLDecodeError as exc:
+        raise ValueError(f"study config {path} is not valid TOML: {exc}") from None
     return study_config_from_dict(data)
 
 
+def _matches(value, hint) -> bool:
+    """Whether a TOML value fits a field's type hint (ints are accepted for floats, never bools for numbers)."""
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return any(_matches(value, a) for a in args)
+    if hint is type(None):
+        return value is None
+    if hint is bool:
+        return isinstance(value, bool)
+    if hint is int:
+        return isinstance(value, int) and not isinstance(value, bool)
+    if hint is float:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+    if hint is str:
+        return isinstance(value, str)
+    if origin in (list, tuple):
+        return isinstance(value, (list, tuple)) and all(_matches(v, args[0]) for v in value) if args else True
+    if origin is dict or hint is dict:
+        return isinstance(value, dict)
+    if dataclasses.is_dataclass(hint):
+        return isinstance(value, (dict, hint))
+    return True
+
+
+def _describe(hint) -> str:
+    origin, args = typing.get_origin(hint), typing.get_args(hint)
+    if origin in (typing.Union, types.UnionType):
+        return " or ".join(_describe(a) for a in args)
+    if hint is type(None):
+        return "absent"
+    if origin in (list, tuple):
+        return f"a list of {_describe(args[0])}" if args else "a list"
+    if origin is dict or hint is dict or dataclasses.is_dataclass(hint):
+        return "a table"
+    return {bool: "true/false", int: "an integer", float: "a number", str: "a string"}.get(hint, str(hint))
+
+
 def _check_keys(where: str, data: dict, cls) -> None:
+    """Unknown keys and values of the wrong type are errors that name the key, the value and what is allowed."""
+    if not isinstance(data, dict):
+        raise ValueError(f"[{where}] must be a table of keys, got {data!r}")
     unknown = sorted(set(data) - set(cls.__dataclass_fields__))
     if unknown:
         raise ValueError(f"unknown key(s) {unknown} in [{where}]; valid: {', '.join(cls.__dataclass_fields__)}")
+    missing = [f.name for f in dataclasses.fields(cls) if f.default is dataclasses.MISSING
+               and f.default_factory is dataclasses.MISSING and f.name not in data]
+    if missing:
+        raise ValueError(f"[{where}] lacks the required key(s) {missing}")
+    hints = typing.get_type_hints(cls)
+    for key, value in data.items():
+        if not _matches(value, hints[key]):
+            raise ValueError(f"[{where}] {key} = {value!r}: expected {_describe(hints[key])}")
 
 
 def study_config_from_dict(data: dict) -> StudyConfig:
     data = dict(data)
+    for key in _SECTIONS:  # a section turned off: `bias = false` or [bias] enabled = false
+        if data.get(key) is False or data.get(key) == {"enabled": False}:
+            data[key] = None
     _check_keys("study", data, StudyConfig)
     if "generation" in data:
         _check_keys("generation", data["generation"], GenerationConfig)
         data["generation"] = GenerationConfig(**data["generation"])
     if "sweeps" in data:
+        if not isinstance(data["sweeps"], list):
+            raise ValueError("sweeps must be an array of tables ([[sweeps]] sections)")
         sweeps = []
         for s in data["sweeps"]:
             _check_keys("sweeps", s, SweepSpec)
-            comps = {c: ComponentPlan(**v) if isinstance(v, dict) else ComponentPlan(list(v)) for c, v in s["components"].items()}
+            if not isinstance(s.get("components"), dict):
+                raise ValueError(f"[[sweeps]] {s.get('name', '?')}: components must be a table, e.g. "
+                                 "{ text_encoder = { selectors = [\"text_encoder\"] } }")
+            comps = {}
+            for c, v in s["components"].items():
+                if isinstance(v, dict):
+                    _check_keys(f"sweeps.components.{c}", v, ComponentPlan)
+                    comps[c] = ComponentPlan(**v)
+                elif _matches(v, list[str]):
+                    comps[c] = ComponentPlan(list(v))
+                else:
+                    raise ValueError(f"[[sweeps]] components.{c} = {v!r}: expected a list of selectors or a table")
             sweeps.append(SweepSpec(**{**s, "components": comps}))
         data["sweeps"] = sweeps
     for key, cls in _SECTIONS.items():
         if key in data:
             section = data[key]
-            if section is False or section == {"enabled": False}:
-                data[key] = None
+            if section is None:
                 continue
             _check_keys(key, section, cls)
             data[key] = cls(**section)

@@ -7,6 +7,7 @@ not run again, so a killed study started again with the same command picks up wh
 
 from __future__ import annotations
 
+import json
 import logging
 import shutil
 import time
@@ -16,7 +17,7 @@ import torch
 
 from sdprobe.errors import RunError
 from sdprobe.io import read_json, write_json
-from sdprobe.runs import environment, now
+from sdprobe.runs import config_diff, environment, now
 from sdprobe.study.config import StudyConfig
 
 log = logging.getLogger(__name__)
@@ -205,8 +206,10 @@ def _open(config: StudyConfig, out: Path, overwrite: bool) -> None:
             raise RunError(f"{out} holds a finished study; pass --overwrite to run it again, or choose another --out")
         if old.get("state") == "finished" or old.get("config") != config.to_dict():
             if not overwrite:
-                raise RunError(f"{out} holds a study made with a different configuration; pass --overwrite to "
-                               "replace it, or choose another --out")
+                diffs = config_diff(old.get("config"), json.loads(json.dumps(config.to_dict(), default=str)))
+                raise RunError(f"{out} holds a study made with a different configuration:\n  "
+                               + "\n  ".join(diffs).replace("run has", "study has")
+                               + "\npass --overwrite to replace it, or choose another --out")
             shutil.rmtree(out)
         else:
             return
@@ -242,6 +245,9 @@ def run_study(config: StudyConfig, out: Path, overwrite: bool = False, progress:
     if jobs < 1:
         raise ValueError(f"jobs must be positive, got {jobs}")
     out = Path(out)
+    from sdprobe.models import check_device
+
+    check_device(config.device)  # before the study folder exists
     _open(config, out, overwrite)
     study = Study(config, out, progress)
     if jobs > 1:

@@ -6,9 +6,11 @@ from dataclasses import asdict, dataclass, field
 
 import numpy as np
 
+from sdprobe import checks
 from sdprobe.architecture import COMPONENTS
 from sdprobe.generate import GenerationConfig
 from sdprobe.prune.factory import METHODS
+from sdprobe.prune.layout import parse_group
 
 CALIBRATED_METHODS = ("wanda", "owl-wanda")  # methods that run the pipeline on calibration prompts
 
@@ -29,6 +31,11 @@ class ComponentPlan:
 
     selectors: list[str]
     offset: float = 0.0
+
+    def __post_init__(self) -> None:
+        if isinstance(self.selectors, str) or not self.selectors:
+            raise ValueError(f"selectors must be a non-empty list, e.g. ['text_encoder'], got {self.selectors!r}")
+        checks.offset("offset", self.offset)
 
     def sparsity(self, level: float) -> float:
         return float(min(max(level + self.offset, 0.0), MAX_COMPONENT_SPARSITY))
@@ -62,15 +69,19 @@ class SweepConfig:
     def __post_init__(self) -> None:
         if self.method not in METHODS:
             raise ValueError(f"unknown method {self.method!r}; valid: {', '.join(METHODS)}")
-        for name, value in (("start", self.start), ("stop", self.stop)):
-            if not 0.0 <= value < 1.0:
-                raise ValueError(f"{name} sparsity must be in [0, 1), got {value}")
+        checks.fraction("start", self.start)
+        checks.fraction("stop", self.stop)
         if self.start > self.stop:
             raise ValueError(f"start ({self.start}) must not exceed stop ({self.stop})")
-        if self.step <= 0:
-            raise ValueError(f"step must be positive, got {self.step}")
-        if self.refine is not None and self.refine <= 0:
-            raise ValueError(f"refine resolution must be positive, got {self.refine}")
+        checks.positive("step", self.step)
+        if self.refine is not None:
+            checks.positive("refine resolution", self.refine)
+        checks.seed("seed", self.seed)
+        checks.positive_int("n_prompts", self.n_prompts)
+        checks.non_negative_int("n_samples", self.n_samples)
+        checks.positive_int("max_refine_rounds", self.max_refine_rounds)
+        if self.group is not None:
+            parse_group(self.group)
         if not self.components:
             raise ValueError(f"no component to prune; give at least one of {', '.join(COMPONENTS)}")
         unknown = [c for c in self.components if c not in COMPONENTS]
@@ -81,8 +92,6 @@ class SweepConfig:
                              f"got {self.n_calibration}")
         if self.prompts is not None and len(self.prompts) == 0:
             raise ValueError("the prompt list is empty")
-        if self.n_prompts <= 0 or self.n_samples < 0:
-            raise ValueError("n_prompts must be positive and n_samples non-negative")
         if isinstance(self.generation, dict):
             self.generation = GenerationConfig(**self.generation)
         self.components = {k: ComponentPlan(**v) if isinstance(v, dict) else v for k, v in self.components.items()}

@@ -28,6 +28,7 @@ from sdprobe.errors import RunError
 from sdprobe.generate import generate
 from sdprobe.io import save_image_grid, write_json
 from sdprobe.metrics import make_metrics, set_quantities
+from sdprobe.metrics.registry import check_prompts
 from sdprobe.prune import ProgressiveMask, make_scorer, mask_from_scorer
 from sdprobe.runs import SAMPLES, RunDir
 from sdprobe.sweep.config import GRID_DECIMALS, SweepConfig
@@ -192,6 +193,7 @@ def run_sweep(pipe, config: SweepConfig, out, progress: bool = True, processes: 
     scope_refs(pipe, config)  # bad selectors fail before the run directory is created
     procs = processes or current(pipe.device)
     prompts, seeds = sweep_prompts(config)
+    check_prompts(metrics, prompts)  # a metric that cannot read these prompts fails before the run folder exists
     n_samples = min(config.n_samples, len(prompts))
     samples = {"prompts": prompts[:n_samples], "seeds": seeds[:n_samples]}
     run = procs.on_main(functools.partial(_open_run, out, config, higher, samples))
