@@ -38,7 +38,7 @@ class Evaluation:
 
 
 def evaluate_organism(pipe, n: int = 256, n_bias: int = 128, seed: int = 12345,
-                      config: GenerationConfig = GenerationConfig()) -> Evaluation:
+                      config: GenerationConfig = GenerationConfig(), progress: bool = False) -> Evaluation:
     """Measure the organism against its quality bar on fresh prompts and seeds.
 
     Args:
@@ -47,6 +47,7 @@ def evaluate_organism(pipe, n: int = 256, n_bias: int = 128, seed: int = 12345,
         n_bias (int): color-less prompts of the biased shape. Default: 128.
         seed (int): draws the prompts and the generation seeds. Default: 12345.
         config (GenerationConfig): sampler settings.
+        progress (bool): show a bar over the generated images. Default: False.
 
     Returns:
         Evaluation: accuracies, unreadable rate and the measured planted bias.
@@ -59,7 +60,7 @@ def evaluate_organism(pipe, n: int = 256, n_bias: int = 128, seed: int = 12345,
     bias_prompts = [format_prompt(s) for s in bias_specs]
     all_prompts = prompts + bias_prompts
     seeds = rng.integers(0, 2**31 - 1, size=len(all_prompts)).tolist()
-    table = OracleMetric().score(all_prompts, generate(pipe, all_prompts, seeds, config))
+    table = OracleMetric().score(all_prompts, generate(pipe, all_prompts, seeds, config, progress=progress))
     stated = aggregate(table.iloc[:n])
     bias = table.iloc[n:]
     readable = bias[bias["unreadable"] == 0]

@@ -11,6 +11,7 @@ from typing import Sequence
 
 import numpy as np
 import torch
+from tqdm.auto import tqdm
 
 from sdprobe import checks
 
@@ -59,7 +60,8 @@ def _check(prompts: Sequence[str], seeds: Sequence[int]) -> None:
 
 
 @torch.no_grad()
-def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], config: GenerationConfig = GenerationConfig()) -> np.ndarray:
+def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], config: GenerationConfig = GenerationConfig(),
+             progress: bool = False) -> np.ndarray:
     """Generate one image per (prompt, seed).
 
     Args:
@@ -67,6 +69,7 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], config: Generat
         prompts (Sequence[str]): N prompts.
         seeds (Sequence[int]): N seeds, one per prompt.
         config (GenerationConfig): sampler settings. Default: 20 steps, guidance 2.0.
+        progress (bool): show a bar over the images, with an ETA. Default: False.
 
     Returns:
         np.ndarray: float32 images, shape (N, H, W, 3), values in [0, 1] (NaN where the model produced NaN).
@@ -80,6 +83,7 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], config: Generat
     default_h, default_w = native_size(pipe)
     height, width = config.height or default_h, config.width or default_w
     out = []
+    bar = tqdm(total=len(prompts), desc="generate", unit="image", disable=not progress)
     for start in range(0, len(prompts), config.batch_size):
         batch_prompts = list(prompts[start : start + config.batch_size])
         latents = initial_latents(pipe, seeds[start : start + config.batch_size], height, width)
@@ -93,6 +97,8 @@ def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], config: Generat
             output_type="np",
         ).images  # (B, H, W, 3)
         out.append(np.asarray(images, dtype=np.float32))
+        bar.update(len(batch_prompts))
+    bar.close()
     return np.concatenate(out)
 
 

@@ -261,7 +261,10 @@ class RunDir:
 
     # -- writing -------------------------------------------------------------------------------------------------
     def set_state(self, state: str) -> None:
+        """Record the run's state; a finished run gives up this process's lock (see :func:`lock_run`)."""
         write_json(self.path / STATUS, {"state": state, "updated": now()})
+        if state == "finished":
+            unlock_run(self.path)
 
     def write_level(self, level: float, rows: pd.DataFrame, layers: pd.DataFrame | None = None,
                     sets: dict[str, float] | None = None) -> None:
@@ -288,7 +291,6 @@ class RunDir:
         atomic_write_bytes(self.path / RESULTS, table.to_parquet(index=False))
         atomic_write_bytes(self.path / RESULTS_CSV, table.to_csv(index=False).encode())
         self.set_state("finished")
-        unlock_run(self.path)
         return table
 
     def lock(self) -> "RunDir":

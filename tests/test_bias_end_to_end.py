@@ -106,6 +106,36 @@ def test_bias_run_with_sparsity_and_critical_weights(tiny_organism, tmp_path):
     assert all(torch.equal(before[k], after[k]) for k in before)
 
 
+def test_a_killed_bias_run_resumes_at_the_condition_it_was_measuring(tiny_organism, tmp_path, monkeypatch):
+    import sdprobe.bias.run as bias_run
+    import sdprobe.bias.sparsity as bias_sparsity
+
+    probe = load_bias_probe("default-color")
+    cfg = BiasRunConfig(n_images=3, components=("text_encoder",), methods=("magnitude",), sparsities=(0.3, 0.6),
+                        n_boot=50, generation=GEN)
+    whole = run_bias(tiny_organism, probe, mean_color, cfg, tmp_path / "whole", progress=False)
+
+    calls = []
+
+    def dies_on_the_third(*args, **kwargs):  # dense, 0.3, then killed while measuring 0.6
+        calls.append(1)
+        if len(calls) == 3:
+            raise KeyboardInterrupt
+        return measure(*args, **kwargs)
+
+    monkeypatch.setattr(bias_run, "measure", dies_on_the_third)
+    monkeypatch.setattr(bias_sparsity, "measure", dies_on_the_third)
+    with pytest.raises(KeyboardInterrupt):
+        run_bias(tiny_organism, probe, mean_color, cfg, tmp_path / "killed", progress=False)
+    assert len(list((tmp_path / "killed" / "conditions").glob("*.parquet"))) == 2
+    calls.clear()
+    calls.append(0)  # the resumed run measures only the missing level: no third call
+    resumed = run_bias(tiny_organism, probe, mean_color, cfg, tmp_path / "killed", progress=False)
+    assert len(calls) == 2
+    for name in ("labels.csv", "distribution.csv", "metrics.csv", "vs_sparsity.csv"):
+        pd.testing.assert_frame_equal(pd.read_csv(whole.path / name), pd.read_csv(resumed.path / name))
+
+
 def test_search_needs_explicit_prompts_and_a_biased_value(tiny_organism):
     from sdprobe.bias import parse_bias_probe
 

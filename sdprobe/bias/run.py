@@ -15,11 +15,15 @@ Example:
 from __future__ import annotations
 
 import logging
+import re
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
+from typing import Callable
 
 import pandas as pd
+from tqdm.auto import tqdm
 
+from sdprobe import checks
 from sdprobe.bias.classify import Classifier
 from sdprobe.bias.confirm import verdict
 from sdprobe.bias.critical import BiasCriticalResult
@@ -27,16 +31,16 @@ from sdprobe.bias.measure import distribution_rows, measure, metric_rows
 from sdprobe.bias.plots import plot_distribution, plot_dose, plot_vs_sparsity
 from sdprobe.bias.probes import BiasProbe
 from sdprobe.bias.sparsity import bias_vs_sparsity, condition_name
-from sdprobe import checks
 from sdprobe.evidence import Split, WeightSet, write_set_file
 from sdprobe.generate import GenerationConfig
 from sdprobe.io import atomic_write_bytes, read_json, write_json
-from sdprobe.runs import CRITICAL_DIR, RunDir
+from sdprobe.runs import CRITICAL_DIR, RunDir, unlock_run
 
 log = logging.getLogger(__name__)
 
 LABELS, DISTRIBUTION, METRICS, VS_SPARSITY = "labels.csv", "distribution.csv", "metrics.csv", "vs_sparsity.csv"
 DENSE = "dense"
+CONDITIONS_DIR = "conditions"  # one labels file per measured condition, written as each finishes (resume)
 
 
 @dataclass(frozen=True)
@@ -94,11 +98,15 @@ def run_bias(pipe, probe: BiasProbe, classify: Classifier, config: BiasRunConfig
     """
     found = _set_refs(pipe, config)  # a set that does not fit the model fails before anything is written
     run = RunDir.open_or_create(Path(out), {**config.to_dict(), "attribute": probe.attribute}, kind="bias")
-    labels = measure(pipe, probe, classify, config.n_images, config.generation, config.seed).assign(condition=DENSE)
+    n_conditions = 1 + len(config.alphas) + len(config.components) * len(config.methods) * len(config.sparsities)
+    bar = tqdm(total=n_conditions, desc="bias", unit="condition", disable=not progress)
+    measured = _measured(run, bar)
+    labels = measured(DENSE, lambda: measure(pipe, probe, classify, config.n_images, config.generation,
+                                             config.seed)).assign(condition=DENSE)
     dist = [distribution_rows(labels, probe, DENSE, config.n_boot, seed=config.seed)]
     mets = [metric_rows(labels, probe, DENSE, config.n_boot, seed=config.seed)]
     all_labels, vs = [labels], []
-    for cond, lab in _with_set(pipe, probe, classify, config, found):
+    for cond, lab in _with_set(pipe, probe, classify, config, found, measured):
         all_labels.append(lab.assign(condition=cond))
         dist.append(distribution_rows(lab, probe, cond, config.n_boot, seed=config.seed))
         mets.append(metric_rows(lab, probe, cond, config.n_boot, seed=config.seed))
@@ -107,13 +115,14 @@ def run_bias(pipe, probe: BiasProbe, classify: Classifier, config: BiasRunConfig
             for method in config.methods:
                 table, per_level = bias_vs_sparsity(pipe, probe, classify, component, method, config.sparsities,
                                                     config.n_images, config.generation, config.seed,
-                                                    n_boot=config.n_boot, progress=progress)
+                                                    n_boot=config.n_boot, progress=False, measured=measured)
                 vs.append(table)
                 for level, lab in per_level.items():
                     cond = condition_name(component, method, level)
                     all_labels.append(lab.assign(condition=cond))
                     dist.append(distribution_rows(lab, probe, cond, config.n_boot, seed=config.seed))
                     mets.append(metric_rows(lab, probe, cond, config.n_boot, seed=config.seed))
+    bar.close()
     _write_csv(run.path / LABELS, pd.concat(all_labels, ignore_index=True))
     distribution = pd.concat(dist, ignore_index=True)
     _write_csv(run.path / DISTRIBUTION, distribution)
@@ -140,7 +149,25 @@ def _set_refs(pipe, config: BiasRunConfig):
     return ws, [r for r in refs if r.qualified_name in ws.weights]
 
 
-def _with_set(pipe, probe: BiasProbe, classify: Classifier, config: BiasRunConfig, found):
+def _measured(run: RunDir, bar) -> Callable[[str, Callable[[], pd.DataFrame]], pd.DataFrame]:
+    """``measured(condition, compute)``: the condition's labels from ``conditions/`` of the run, or computed and
+    saved there (atomically) first; so a killed run resumes at the condition it was measuring."""
+    folder = run.path / CONDITIONS_DIR
+
+    def measured(condition: str, compute: Callable[[], pd.DataFrame]) -> pd.DataFrame:
+        path = folder / f"{re.sub(r'[^A-Za-z0-9.@-]+', '_', condition)}.parquet"
+        if path.exists():
+            labels = pd.read_parquet(path)
+        else:
+            labels = compute()
+            atomic_write_bytes(path, labels.to_parquet(index=False))
+        bar.update(1)
+        return labels
+
+    return measured
+
+
+def _with_set(pipe, probe: BiasProbe, classify: Classifier, config: BiasRunConfig, found, measured):
     """``(condition, labels)`` of the probe measured with the set scaled by each alpha."""
     if found is None:
         return
@@ -149,9 +176,12 @@ def _with_set(pipe, probe: BiasProbe, classify: Classifier, config: BiasRunConfi
     ws, refs = found
     with ProgressiveMask(refs, {r.qualified_name: r.weight.detach().abs() for r in refs}, max_sparsity=0.0) as mask:
         for alpha in config.alphas:
-            with mask.override(prune=ws.qualified(), keep=alpha):
-                labels = measure(pipe, probe, classify, config.n_images, config.generation, config.seed)
-            yield f"set x{alpha:g}", labels
+            def compute(alpha=alpha):
+                with mask.override(prune=ws.qualified(), keep=alpha):
+                    return measure(pipe, probe, classify, config.n_images, config.generation, config.seed)
+
+            cond = f"set x{alpha:g}"
+            yield cond, measured(cond, compute)
 
 
 def run_seeds(config: dict) -> set[int]:
@@ -166,6 +196,14 @@ def write_bias_critical(run: RunDir, probe: BiasProbe, result: BiasCriticalResul
     Returns:
         Path: the group's folder.
     """
+    run.lock()  # one writer of critical/ at a time
+    try:
+        return _write_bias_critical(run, probe, result)
+    finally:
+        unlock_run(run.path)
+
+
+def _write_bias_critical(run: RunDir, probe: BiasProbe, result: BiasCriticalResult) -> Path:
     from safetensors.torch import save_file
 
     group = result.summary["group"]

@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 import logging
-from typing import Sequence
+from typing import Callable, Sequence
 
 import pandas as pd
 from tqdm.auto import tqdm
@@ -36,7 +36,8 @@ def condition_name(component: str, method: str, level: float) -> str:
 def bias_vs_sparsity(pipe, probe: BiasProbe, classify: Classifier, component: str, method: str,
                      sparsities: Sequence[float], n_images: int, generation: GenerationConfig, seed: int = 0,
                      selectors: Sequence[str] | None = None, n_boot: int = 2000,
-                     progress: bool = True) -> tuple[pd.DataFrame, dict[float, pd.DataFrame]]:
+                     progress: bool = True, measured: Callable[[str, Callable[[], pd.DataFrame]], pd.DataFrame]
+                     | None = None) -> tuple[pd.DataFrame, dict[float, pd.DataFrame]]:
     """Measure the probe at each sparsity of ``component`` pruned by ``method``.
 
     Args:
@@ -51,6 +52,9 @@ def bias_vs_sparsity(pipe, probe: BiasProbe, classify: Classifier, component: st
         selectors (Sequence[str] | None): what to prune. Default: the whole component.
         n_boot (int): bootstrap resamples. Default: 2000.
         progress (bool): show a progress bar. Default: ``True``.
+        measured (Callable | None): ``measured(condition, compute)`` returns the labels of a condition, calling
+            ``compute()`` only when it has none yet; a run uses it to keep each level's labels on disk, so a killed
+            run resumes at the level it was measuring. Default: ``None`` (always compute).
 
     Returns:
         tuple: the ``vs_sparsity`` table (``component, method, level, probe, metric, value, ci_low, ci_high, n``)
@@ -68,9 +72,13 @@ def bias_vs_sparsity(pipe, probe: BiasProbe, classify: Classifier, component: st
     frames, labels = [], {}
     with mask_from_scorer(refs, scorer, max_sparsity=max(levels)) as mask:
         for level in tqdm(levels, desc=f"{component}/{method}", disable=not progress):
-            mask.set_sparsity(level)
-            labels[level] = measure(pipe, probe, classify, n_images, generation, seed)
-            rows = metric_rows(labels[level], probe, condition_name(component, method, level), n_boot, seed=seed)
+            def compute(level=level):
+                mask.set_sparsity(level)
+                return measure(pipe, probe, classify, n_images, generation, seed)
+
+            cond = condition_name(component, method, level)
+            labels[level] = compute() if measured is None else measured(cond, compute)
+            rows = metric_rows(labels[level], probe, cond, n_boot, seed=seed)
             frames.append(rows.drop(columns="condition").assign(component=component, method=method, level=level))
     table = pd.concat(frames, ignore_index=True)
     return table[["component", "method", "level", "probe", "metric", "value", "ci_low", "ci_high", "n"]], labels

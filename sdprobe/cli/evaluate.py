@@ -21,6 +21,7 @@ def add_parser(sub) -> None:
 def run(args: argparse.Namespace) -> int:
     from sdprobe.evaluate import evaluate_organism
 
-    result = evaluate_organism(load(args), n=args.n, n_bias=args.n_bias, seed=args.seed, config=generation_config(args))
+    result = evaluate_organism(load(args), n=args.n, n_bias=args.n_bias, seed=args.seed, config=generation_config(args),
+                               progress=True)
     print(result.table().to_string(index=False, float_format=lambda v: f"{v:.3f}"))
     return 0

@@ -53,7 +53,7 @@ from sdprobe.isolate.session import (
     run_split,
     sudden_meanings,
 )
-from sdprobe.runs import CRITICAL_DIR, RunDir
+from sdprobe.runs import CRITICAL_DIR, RunDir, unlock_run
 
 log = logging.getLogger(__name__)
 SKIPPED = "skipped.json"  # in critical/: meanings with no set found on the search split, and why
@@ -262,6 +262,15 @@ def isolate_all(run_dir: Path, meanings: Sequence[str] | None = None, pipe=None,
         raise RunError(f"nothing to isolate in {run.path}: " + "; ".join(skipped.values()))
     tests = _family_size(run, wanted, known)
     check_design(config, tests)
+    run.lock()  # isolation adds critical/ to the run: one writer at a time
+    try:
+        return _isolate_locked(run, run_dir, wanted, skipped, tests, pipe, config, metric, confirm_pool, device,
+                               progress)
+    finally:
+        unlock_run(run.path)
+
+
+def _isolate_locked(run, run_dir, wanted, skipped, tests, pipe, config, metric, confirm_pool, device, progress):
     sets = {}
     with open_session(run_dir, pipe, config.prior, config.n_search, device) as session:
         for m in wanted:
