@@ -7,13 +7,15 @@ on (prompt, seed) and never on the batch it was generated in, the device, or the
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass
-from typing import Sequence
+from typing import TYPE_CHECKING, Sequence
 
 import numpy as np
-import torch
 from tqdm.auto import tqdm
 
 from sdprobe import checks
+
+if TYPE_CHECKING:
+    import torch
 
 
 @dataclass(frozen=True)
@@ -46,6 +48,8 @@ def native_size(pipe) -> tuple[int, int]:
 
 def initial_latents(pipe, seeds: Sequence[int], height: int, width: int) -> torch.Tensor:
     """The initial noise for each seed, (N, C, h, w), drawn on the CPU and moved to the pipeline's device."""
+    import torch  # imported on use, so the CLI's --help (which reads GenerationConfig) never loads torch
+
     c = pipe.unet.config.in_channels
     shape = (1, c, height // pipe.vae_scale_factor, width // pipe.vae_scale_factor)
     noise = [torch.randn(shape, generator=torch.Generator("cpu").manual_seed(int(s))) for s in seeds]
@@ -59,7 +63,6 @@ def _check(prompts: Sequence[str], seeds: Sequence[int]) -> None:
         raise ValueError(f"got {len(prompts)} prompts but {len(seeds)} seeds; pass one seed per prompt")
 
 
-@torch.no_grad()
 def generate(pipe, prompts: Sequence[str], seeds: Sequence[int], config: GenerationConfig = GenerationConfig(),
              progress: bool = False) -> np.ndarray:
     """Generate one image per (prompt, seed).

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import contextlib
 import logging
+import warnings
 from pathlib import Path
 
 import torch
@@ -67,6 +69,30 @@ def check_safetensors(path: Path) -> None:
             )
 
 
+@contextlib.contextmanager
+def quiet_loading():
+    """Silence diffusers' and transformers' loading bars, info logs and the ``torch_dtype`` deprecation warning while
+    a pipeline loads; their settings are restored afterwards."""
+    from diffusers.utils import logging as dlog
+    from transformers.utils import logging as tlog
+
+    bars = [(m, m.is_progress_bar_enabled()) for m in (dlog, tlog)]
+    levels = [(m, m.get_verbosity()) for m in (dlog, tlog)]
+    for m, _ in bars:
+        m.disable_progress_bar()
+    for m, _ in levels:
+        m.set_verbosity_error()
+    try:
+        with warnings.catch_warnings():
+            warnings.filterwarnings("ignore", message=".*torch_dtype.*deprecated", category=FutureWarning)
+            yield
+    finally:
+        for m, on in bars:
+            m.enable_progress_bar() if on else m.disable_progress_bar()
+        for m, level in levels:
+            m.set_verbosity(level)
+
+
 def check_device(device: str | torch.device) -> torch.device:
     """The torch device ``device`` names, when this machine has it.
 
@@ -119,7 +145,8 @@ def load_pipeline(model: str, device: str | torch.device = "cpu", dtype: torch.d
     if isinstance(where, Path):
         check_safetensors(where)
     try:
-        pipe = DiffusionPipeline.from_pretrained(where, torch_dtype=dtype, use_safetensors=True)
+        with quiet_loading():
+            pipe = DiffusionPipeline.from_pretrained(where, torch_dtype=dtype, use_safetensors=True)
     except SafetensorError as exc:
         raise ModelLoadError(f"could not load {where}: a safetensors file is corrupt ({exc})") from exc
     except (OSError, EnvironmentError) as exc:

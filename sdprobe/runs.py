@@ -58,22 +58,49 @@ def now() -> str:
     return _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds")
 
 
+def _git_commit() -> str | None:
+    """The commit of the sdprobe source tree, when it is a git checkout (None for an installed wheel)."""
+    import subprocess
+
+    root = Path(__file__).resolve().parent.parent
+    if not (root / ".git").exists():
+        return None
+    try:
+        out = subprocess.run(["git", "-C", str(root), "rev-parse", "HEAD"], capture_output=True, text=True, timeout=10)
+        dirty = subprocess.run(["git", "-C", str(root), "status", "--porcelain", "--untracked-files=no"],
+                               capture_output=True, text=True, timeout=10)
+    except (OSError, subprocess.SubprocessError):
+        return None
+    if out.returncode != 0:
+        return None
+    return out.stdout.strip() + ("+dirty" if dirty.stdout.strip() else "")
+
+
 def environment() -> dict:
-    """Versions and hardware, saved beside every result."""
-    import diffusers
+    """Versions, hardware, the source commit and the command line, saved beside every result."""
+    from importlib.metadata import PackageNotFoundError, version
+
     import torch
-    import transformers
 
     import sdprobe
+
+    def ver(name: str) -> str | None:
+        try:
+            return version(name)
+        except PackageNotFoundError:
+            return None
 
     return {
         "python": platform.python_version(),
         "platform": platform.platform(),
         "torch": torch.__version__,
-        "diffusers": diffusers.__version__,
-        "transformers": transformers.__version__,
+        **{name: ver(name) for name in ("diffusers", "transformers", "captum", "numpy", "pandas", "scipy",
+                                         "accelerate", "safetensors")},
         "sdprobe": sdprobe.__version__,
+        "git_commit": _git_commit(),
+        "command": " ".join(sys.argv),
         "cuda": torch.cuda.get_device_name(0) if torch.cuda.is_available() else None,
+        "cuda_version": torch.version.cuda,
         "threads": torch.get_num_threads(),
         "created": now(),
     }

@@ -96,3 +96,22 @@ def test_a_good_sweep_prints_its_run_directory(organism_dir, tmp_path, capsys):
     assert exit_status(argv) == 0
     assert capsys.readouterr().out.strip() == str(out)
     assert (out / "results.parquet").exists()
+
+
+def test_the_parser_choices_are_the_library_constants():
+    from sdprobe.cli import choices
+    from sdprobe.isolate.config import PRIORS
+    from sdprobe.prune.factory import METHODS
+    from sdprobe.prune.storage import STORES
+
+    assert (choices.METHODS, choices.STORES, choices.PRIORS) == (METHODS, STORES, PRIORS)
+
+
+@pytest.mark.parametrize("argv", [["--help"], ["sweep", "--help"], ["isolate", "--help"], ["attribute", "--help"]])
+def test_help_imports_no_torch(argv):
+    code = ("import sys\nfrom sdprobe.cli import main\ntry:\n    main(sys.argv[1:])\nexcept SystemExit:\n    pass\n"
+            "assert 'torch' not in sys.modules, 'torch was imported'\n")
+    done = subprocess.run([sys.executable, "-c", code, *argv], capture_output=True, text=True,
+                          timeout=SUBPROCESS_TIMEOUT_S)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.startswith("usage: sdprobe")

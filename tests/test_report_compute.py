@@ -74,6 +74,17 @@ def test_layer_matrix_aggregates_by_numel_when_there_are_too_many_tensors():
     assert m.loc["te/enc/1/fc1", 0.5] == pytest.approx(0.2)
 
 
+@pytest.mark.parametrize("max_rows", [10, 1], ids=["tensors", "groups"])
+def test_layer_matrix_columns_are_levels_in_ascending_order(max_rows):
+    levels = [0.5, 0.6, 0.525, 0.55, 0.5125]  # evaluation order: grid, then refinement rounds
+    layers = pd.DataFrame({"level": levels * 2, "qualified_name": ["a"] * 5 + ["b"] * 5, "component": ["te"] * 10,
+                           "region": ["enc"] * 10, "block": ["0"] * 10, "role": ["fc1"] * 10, "numel": [1] * 10,
+                           "sparsity": levels * 2})
+    m, _ = compute.layer_matrix(layers, max_rows=max_rows)
+    assert list(m.columns) == sorted(levels)
+    assert (m.to_numpy() == np.array(sorted(levels))).all()
+
+
 def test_critical_density_is_count_over_numel(tmp_path):
     run = load_run(write_sweep(tmp_path / "run", levels=[0.0, 0.5]))
     matrix, normalised = compute.critical_density(run)

@@ -48,8 +48,11 @@ def load_clip(path: str | Path | None, device: str | torch.device = "cpu"):
                            "a transformers CLIPModel saved with save_pretrained")
     from transformers import CLIPModel, CLIPTokenizer
 
-    model = CLIPModel.from_pretrained(path, use_safetensors=True).to(device).eval().requires_grad_(False)
-    return model, CLIPTokenizer.from_pretrained(path)
+    from sdprobe.models import quiet_loading
+
+    with quiet_loading():
+        model = CLIPModel.from_pretrained(path, use_safetensors=True).to(device).eval().requires_grad_(False)
+        return model, CLIPTokenizer.from_pretrained(path)
 
 
 class ClipHead(nn.Module):

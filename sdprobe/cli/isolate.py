@@ -36,7 +36,7 @@ def _window(text: str):
 
 
 def add_parser(sub) -> None:
-    from sdprobe.isolate.config import PRIORS
+    from sdprobe.cli.choices import PRIORS
 
     p = sub.add_parser(
         "isolate", help="find the few weights whose removal breaks a meaning, and confirm them on fresh prompts",

@@ -26,8 +26,7 @@ def _budget(text: str) -> tuple[str, float]:
 
 
 def add_parser(sub) -> None:
-    from sdprobe.prune.storage import STORES
-    from sdprobe.sweep.config import METHODS
+    from sdprobe.cli.choices import METHODS, STORES
 
     p = sub.add_parser("sweep", help="prune progressively, generate and score at every level",
                        description="Prune a component (or several) in fine steps, score the images at every level, "

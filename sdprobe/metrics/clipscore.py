@@ -112,8 +112,11 @@ def _load(path: Path, device: torch.device):
     if not path.is_dir():
         raise ModelLoadError(f"CLIP model folder {path} not found; {how}")
     try:
-        model = CLIPModel.from_pretrained(path, use_safetensors=True).to(device).eval()
-        processor = CLIPProcessor.from_pretrained(path)
+        from sdprobe.models import quiet_loading
+
+        with quiet_loading():
+            model = CLIPModel.from_pretrained(path, use_safetensors=True).to(device).eval()
+            processor = CLIPProcessor.from_pretrained(path)
     except (OSError, ValueError) as exc:
         raise ModelLoadError(f"{path} does not hold a CLIP model with its processor (safetensors): {exc}; {how}") from exc
     log.info("loaded CLIP from %s", path)

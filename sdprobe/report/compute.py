@@ -226,14 +226,14 @@ def layer_matrix(layers: pd.DataFrame, max_rows: int = DEFAULT_MAX_ROWS) -> tupl
     df = layers.copy()
     if df["qualified_name"].nunique() <= max_rows or not set(GROUP_KEYS) <= set(df.columns):
         m = df.pivot_table(index="qualified_name", columns="level", values="sparsity", aggfunc="mean", sort=False)
-        return m, "tensor"
+        return m.reindex(sorted(m.columns), axis=1), "tensor"  # levels ascending, not in evaluation order
     df["_row"] = df[list(GROUP_KEYS)].astype(str).agg("/".join, axis=1)
     w = df["numel"].astype(float) if "numel" in df else pd.Series(1.0, index=df.index)
     df["_z"] = df["sparsity"].astype(float) * w
     df["_w"] = w
     g = df.groupby(["_row", "level"], sort=False)[["_z", "_w"]].sum()
     m = (g["_z"] / g["_w"]).unstack("level")
-    return m.reindex(df["_row"].drop_duplicates()), "group"
+    return m.reindex(index=df["_row"].drop_duplicates(), columns=sorted(m.columns)), "group"
 
 
 def critical_density(run: RunData, max_rows: int = DEFAULT_MAX_ROWS) -> tuple[pd.DataFrame, bool] | None:

@@ -8,7 +8,6 @@ Files that exist but cannot be read become notes shown in the report.
 
 from __future__ import annotations
 
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -122,7 +121,7 @@ def _read_json(path: Path, notes: list[str]) -> dict | None:
         return None
     try:
         value = read_json(path)
-    except (json.JSONDecodeError, UnicodeDecodeError, OSError) as exc:
+    except (ValueError, OSError) as exc:  # truncated JSON, not UTF-8, unreadable: the page says so
         notes.append(f"could not read {path.name}: {exc}")
         return None
     return value if isinstance(value, dict) else None
@@ -194,10 +193,12 @@ def load_run(path: Path, name: str | None = None) -> RunData:
     """
     rd = RunDir.open(path)
     notes: list[str] = []
-    config = _read_json(rd.path / CONFIG, notes) or {}
+    config = rd.config()  # a run whose config cannot be read cannot be reported: exit 2 naming the file
+    if not isinstance(config, dict):
+        raise ValueError(f"{rd.path / CONFIG} does not hold a JSON object; the run cannot be reported")
     try:
         state = rd.state()
-    except (json.JSONDecodeError, KeyError, OSError) as exc:
+    except (ValueError, KeyError, OSError) as exc:
         notes.append(f"could not read status.json: {exc}")
         state = "unknown"
     run = RunData(path=rd.path, name=name or rd.path.name, kind=str(config.get("kind", "unknown")), config=config,

@@ -100,19 +100,19 @@ def curves(series: list[tuple[str, pd.DataFrame, pd.DataFrame | None]], metrics:
 
 def heatmap(matrix: pd.DataFrame, title: str, colorbar: str, dpi: int, vmin: float | None = None,
             vmax: float | None = None, xlabel: str = "") -> bytes:
-    """A labelled heatmap of ``matrix`` (rows x columns), NaN cells blank."""
+    """A labelled heatmap of ``matrix`` (rows x columns, seaborn), NaN cells blank."""
+    import seaborn as sns
+
     height = max(HEATMAP_MIN_HEIGHT_IN, HEATMAP_ROW_IN * len(matrix) + 1.5)
     fig = new_figure(HEATMAP_WIDTH_IN, height)
     ax = fig.subplots()
-    values = matrix.to_numpy(dtype=float)
-    im = ax.imshow(np.ma.masked_invalid(values), aspect="auto", cmap="viridis", vmin=vmin, vmax=vmax,
-                   interpolation="nearest")
-    ax.set_yticks(range(len(matrix.index)), [str(i) for i in matrix.index], fontsize=LABEL_FONT)
     cols = [f"{c:.3f}" if isinstance(c, (float, np.floating)) else str(c) for c in matrix.columns]
-    ax.set_xticks(range(len(cols)), cols, rotation=90, fontsize=LABEL_FONT)
+    frame = pd.DataFrame(matrix.to_numpy(dtype=float), index=[str(i) for i in matrix.index], columns=cols)
+    sns.heatmap(frame, ax=ax, cmap="viridis", vmin=vmin, vmax=vmax, cbar_kws={"label": colorbar},
+                xticklabels=True, yticklabels=True)
+    ax.tick_params(labelsize=LABEL_FONT)
     ax.set_title(title)
     ax.set_xlabel(xlabel)
-    fig.colorbar(im, ax=ax, label=colorbar)
     return to_png(fig, dpi)
 
 

@@ -1,0 +1,6 @@
+"""The names the command line offers as choices, kept here so that building the parser (and ``--help``) imports no
+torch. Each tuple equals the library constant named beside it; ``tests/test_cli.py`` checks that they agree."""
+
+METHODS = ("magnitude", "magnitude-global", "wanda", "random", "owl-magnitude", "owl-wanda", "nm")  # prune.factory
+STORES = ("auto", "memory", "cpu", "disk")  # prune.storage
+PRIORS = ("score", "magnitude")  # isolate.config
