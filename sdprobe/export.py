@@ -38,6 +38,7 @@ import torch
 
 from sdprobe.errors import RunError
 from sdprobe.io import write_json
+from sdprobe.provenance import verify
 from sdprobe.runs import RunDir, environment, now
 
 log = logging.getLogger(__name__)
@@ -274,6 +275,8 @@ def export_pruned(run: RunDir | str | Path, sparsity: float | Mapping[str, float
         if not isinstance(getattr(torch, dtype_name, None), torch.dtype):
             raise ValueError(f"unknown dtype {dtype_name!r}; use e.g. float32, float16 or bfloat16")
         pipe = load_pipeline(config.model, device=device or config.device, dtype=getattr(torch, dtype_name))
+    if pipe.unet.dtype == getattr(torch, config.dtype):  # a dtype cast changes the bytes, not the model
+        verify(run.path, pipe)
     prompts, _ = sweep_prompts(config)
     out.parent.mkdir(parents=True, exist_ok=True)
     with progressive_masks(pipe, config, calibration_prompts(config, prompts)) as masks, contextlib.ExitStack() as stack:

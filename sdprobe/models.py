@@ -9,6 +9,8 @@ from pathlib import Path
 
 import torch
 
+from sdprobe.provenance import SOURCE_ATTR
+
 log = logging.getLogger(__name__)
 
 BUILTIN_PREFIX = "builtin:"
@@ -160,5 +162,7 @@ def load_pipeline(model: str, device: str | torch.device = "cpu", dtype: torch.d
     if name not in SUPPORTED_PIPELINES:
         raise ModelLoadError(f"unsupported pipeline class {name}; supported: {', '.join(SUPPORTED_PIPELINES)}")
     pipe.set_progress_bar_config(disable=True)
-    return pipe.to(device)
+    pipe = pipe.to(device)
+    setattr(pipe, SOURCE_ATTR, model)  # runs record it, and refuse a config naming another model
+    return pipe
 

@@ -212,7 +212,7 @@ class RunDir:
 
     def _has_outputs(self) -> bool:
         """Whether the folder holds results beyond its bookkeeping (config, environment, status, lock, samples)."""
-        keep = {CONFIG, ENVIRONMENT, STATUS, LOCK, SAMPLES, LEVELS_DIR}
+        keep = {CONFIG, ENVIRONMENT, STATUS, LOCK, SAMPLES, LEVELS_DIR, "provenance.json"}
         return any(p.name not in keep and not p.name.startswith(".") for p in self.path.iterdir())
 
     def _clear(self) -> None:

@@ -186,5 +186,5 @@ def test_written_set_file_family_and_bad_set_files(setup, tmp_path, tiny_organis
     with pytest.raises(SetFileError, match="not in .*pruned scope"):
         run_bias(tiny_organism, probe, lambda images: ["red"] * len(images), bad, tmp_path / "bias2", progress=False)
     assert not (tmp_path / "bias2").exists()
-    with pytest.raises(ValueError, match="alphas must lie"):
+    with pytest.raises(ValueError, match=r"alpha \(the set's weights x alpha\) must be a number in \[0, 1\]"):
         BiasRunConfig(set_file="x.json", alphas=(2.0,))

@@ -165,14 +165,14 @@ def test_cli_bias_and_attribute(saved_pipe, tiny_organism, tmp_path):
     probe, _ = train_probe(tiny_organism, ProbeTrainConfig(n_train=64, n_valid=16, steps=2, batch_size=16), progress=False)
     save_probe(probe, tmp_path / "probe.safetensors")
     attr = tmp_path / "attr"
-    assert main(["attribute", "--model", str(saved_pipe), "--probe", str(tmp_path / "probe.safetensors"),
+    assert main(["attribute", "--model", str(saved_pipe), "--latent-probe", str(tmp_path / "probe.safetensors"),
                  "--prompt", "a red circle", "--value", "red", "--target", "color", "--steps", "1",
                  "--ig-steps", "2", "--neurons", "text_encoder.layers.0.mlp", "-o", str(attr)]) == 0
     tokens = pd.read_csv(attr / "tokens.csv")
     assert tokens["token"].tolist()[1:-1] == ["a", "red", "circle"]
     assert (attr / "tokens.png").exists() and (attr / "neurons.csv").exists()
     assert RunDir.open(attr, kind="attribution").config()["target"] == "color"
-    assert main(["attribute", "--model", str(saved_pipe), "--probe", str(tmp_path / "probe.safetensors"),
+    assert main(["attribute", "--model", str(saved_pipe), "--latent-probe", str(tmp_path / "probe.safetensors"),
                  "--prompt", "a red circle", "--target", "texture", "-o", str(tmp_path / "a2")]) == 2
 
 

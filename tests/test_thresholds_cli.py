@@ -22,7 +22,7 @@ def step_rows(step: float, n_seeds: int = 20, seed: int = 0, x: str = "sparsity"
 def test_csv_per_seed_rows(tmp_path, capsys):
     step_rows(0.43).to_csv(tmp_path / "curve.csv", index=False)
     out = tmp_path / "t.csv"
-    assert main(["thresholds", "--csv", str(tmp_path / "curve.csv"), "--n-boot", "200", "--out", str(out)]) == 0
+    assert main(["thresholds", "--csv", str(tmp_path / "curve.csv"), "--bootstrap", "200", "--out", str(out)]) == 0
     assert "sudden" in capsys.readouterr().out
     row = pd.read_csv(out).iloc[0]
     assert row["metric"] == "metric" and row["kind"] == "sudden" and bool(row["collapsed"])
@@ -49,7 +49,7 @@ def test_csv_set_level_metric_on_a_log_scale(tmp_path, capsys):
     levels = np.round(np.arange(0.0, 0.9001, 0.025), 4)
     fid = np.exp(np.log(18) + np.log(300 / 18) / (1 + np.exp(-(levels - 0.6) / 0.03)))
     pd.DataFrame({"sparsity": levels, "fid": fid, "fid_se": 0.05 * fid}).to_csv(tmp_path / "fid.csv", index=False)
-    args = ["thresholds", "--csv", str(tmp_path / "fid.csv"), "--y", "fid", "--lower-is-better", "--n-boot", "200",
+    args = ["thresholds", "--csv", str(tmp_path / "fid.csv"), "--y", "fid", "--lower-is-better", "--bootstrap", "200",
             "--out", str(tmp_path / "o.csv")]
     assert main(args + ["--log"]) == 0
     row = pd.read_csv(tmp_path / "o.csv").iloc[0]
@@ -101,7 +101,7 @@ def make_run(path, levels=GRID) -> RunDir:
 
 def test_run_dir_writes_thresholds_csv(tmp_path, capsys):
     run = make_run(tmp_path / "run")
-    assert main(["thresholds", str(run.path), "--n-boot", "100"]) == 0
+    assert main(["thresholds", str(run.path), "--bootstrap", "100"]) == 0
     table = run.thresholds()
     assert list(table["metric"]) == ["color", "unreadable", "distance"]  # no bookkeeping, strings or empty columns
     rows = table.set_index("metric")
@@ -112,7 +112,7 @@ def test_run_dir_writes_thresholds_csv(tmp_path, capsys):
     assert rows.loc["distance", "kind"] == "gradual"  # a linear rise in distance
     assert "color" in capsys.readouterr().out
 
-    assert main(["thresholds", str(run.path), "--metrics", "color", "--floors", "color=0.125", "--n-boot", "0"]) == 0
+    assert main(["thresholds", str(run.path), "--metrics", "color", "--floors", "color=0.125", "--bootstrap", "0"]) == 0
     assert list(run.thresholds()["metric"]) == ["color"] and run.thresholds().loc[0, "floor"] == 0.125
 
 

@@ -35,5 +35,5 @@ def make_head(pipe, probe: Path | None = None, clip_model: Path | None = None,
         if head.vae_fingerprint == vae_fingerprint(pipe.vae):
             return head
     raise SdprobeError("no meaning score fits this model: the built-in latent probe belongs to builtin:tiny-shapes. "
-                       "Pass --clip-model PATH (a local CLIP model folder) for real models, or --probe PATH (a probe "
+                       "Pass --clip-model PATH (a local CLIP model folder) for real models, or --latent-probe PATH (a probe "
                        "trained with sdprobe.attribution.train_probe) for another organism")

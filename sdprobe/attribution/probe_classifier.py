@@ -206,7 +206,7 @@ def load_probe(path: Path | None = None, vae=None) -> LatentProbe:
     path = Path(path) if path is not None else BUILTIN_PROBE
     if not path.exists():
         raise SdprobeError(f"no latent probe at {path}; train one with sdprobe.attribution.train_probe(pipe) "
-                           "and pass its file (--probe PATH)")
+                           "and pass its file (--latent-probe PATH)")
     from safetensors import SafetensorError
 
     try:
@@ -221,5 +221,5 @@ def load_probe(path: Path | None = None, vae=None) -> LatentProbe:
     probe.vae_fingerprint = meta.get("vae_fingerprint", "")
     if vae is not None and probe.vae_fingerprint != vae_fingerprint(vae):
         raise SdprobeError(f"the latent probe {path} was trained for another VAE; train one for this model with "
-                           "sdprobe.attribution.train_probe(pipe) and pass it with --probe PATH")
+                           "sdprobe.attribution.train_probe(pipe) and pass it with --latent-probe PATH")
     return probe.eval().requires_grad_(False)

@@ -23,7 +23,7 @@ from typing import Callable
 import pandas as pd
 from tqdm.auto import tqdm
 
-from sdprobe import checks
+from sdprobe import checks, provenance
 from sdprobe.bias.classify import Classifier
 from sdprobe.bias.confirm import verdict
 from sdprobe.bias.critical import BiasCriticalResult
@@ -97,7 +97,9 @@ def run_bias(pipe, probe: BiasProbe, classify: Classifier, config: BiasRunConfig
         RunDir: the finished run.
     """
     found = _set_refs(pipe, config)  # a set that does not fit the model fails before anything is written
+    provenance.check_source(pipe, config.model)
     run = RunDir.open_or_create(Path(out), {**config.to_dict(), "attribute": probe.attribute}, kind="bias")
+    provenance.record(run.path, pipe, config.model)
     n_conditions = 1 + len(config.alphas) + len(config.components) * len(config.methods) * len(config.sparsities)
     bar = tqdm(total=n_conditions, desc="bias", unit="condition", disable=not progress)
     measured = _measured(run, bar)

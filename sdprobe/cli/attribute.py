@@ -40,7 +40,8 @@ def add_parser(sub) -> None:
     p.add_argument("--critical", type=Path, default=None, metavar="SWEEP_RUN",
                    help="compare weight saliency with this sweep run's critical sets")
     p.add_argument("--meaning", nargs="+", default=None, help="critical sets to compare (default: the target)")
-    p.add_argument("--probe", type=Path, default=None, help="latent probe file (default: the built-in organism probe)")
+    p.add_argument("--latent-probe", type=Path, default=None,
+                   help="latent probe file scoring the meaning (default: the built-in organism probe)")
     p.add_argument("--clip-model", type=Path, default=None, help="local CLIP model folder, for real models")
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute UNet calls to save memory")
     p.add_argument("-o", "--out", type=Path, default=None, help="output run folder (default: runs/attribute-TARGET)")
@@ -106,7 +107,7 @@ def run(args: argparse.Namespace) -> int:
     prompts, values = _prompts(args)
     seeds = args.seed if len(args.seed) > 1 else [args.seed[0] + i for i in range(len(prompts))]
     pipe = load(args)
-    head = make_head(pipe, probe=args.probe, clip_model=args.clip_model)
+    head = make_head(pipe, probe=args.latent_probe, clip_model=args.clip_model)
     if args.target not in head.attributes:
         raise ValueError(f"unknown target {args.target!r}; valid: {', '.join(head.attributes)}")
     config = AttributionConfig(

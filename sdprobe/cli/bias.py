@@ -70,7 +70,8 @@ def add_parser(sub) -> None:
     w.add_argument("--ranking", default="log_odds", choices=("log_odds", "target_fit"),
                    help="first-order ranking of the candidates (default: %(default)s)")
     w.add_argument("--max-size", type=positive_int, default=16384, help="largest set tried (default: %(default)s)")
-    w.add_argument("--probe-file", type=Path, default=None, help="latent probe for the ranking (default: built-in)")
+    w.add_argument("--latent-probe", type=Path, default=None,
+                   help="latent probe file for the ranking (default: the built-in organism probe)")
     w.add_argument("--clip-model", type=Path, default=None, help="local CLIP model folder (clip probes)")
     w.add_argument("--device", default=None, help="torch device (default: the run's)")
     w.set_defaults(func=run_bias_weights_command)
@@ -108,6 +109,7 @@ def run_bias_weights_command(args: argparse.Namespace) -> int:
     from sdprobe.generate import GenerationConfig
     from sdprobe.io import read_json
     from sdprobe.models import load_pipeline
+    from sdprobe.provenance import verify
     from sdprobe.errors import RunError
     from sdprobe.runs import RunDir
 
@@ -132,9 +134,10 @@ def run_bias_weights_command(args: argparse.Namespace) -> int:
                               ranking=args.ranking,
                               generation=generation, seed=cfg["seed"])  # bad settings fail before any model loads
     pipe = load_pipeline(cfg["model"], device=device, dtype=torch.float32)
+    verify(run.path, pipe)  # the weights the bias run measured
     classify = make_classifier(probe, args.clip_model, device)
     classes = {probe.attribute: probe.classes} if probe.classifier == "clip" else None
-    head = make_head(pipe, probe=args.probe_file, clip_model=args.clip_model, classes=classes)
+    head = make_head(pipe, probe=args.latent_probe, clip_model=args.clip_model, classes=classes)
     result = find_bias_critical(pipe, probe, classify, head, search, exclude_seeds=run_seeds(cfg))
     folder = write_bias_critical(run, probe, result)
     s, c = read_json(folder / "summary.json"), result.summary["confirmation"]

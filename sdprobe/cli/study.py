@@ -17,7 +17,7 @@ def add_parser(sub) -> None:
                                    "study with the same command.")
     p.add_argument("--model", default=None, help="overrides the config's model (default: builtin:tiny-shapes)")
     p.add_argument("--config", type=Path, default=None, help="a study recipe (TOML), e.g. analyses/organism.toml")
-    p.add_argument("--out", type=Path, required=True, help="study directory")
+    p.add_argument("-o", "--out", type=Path, required=True, help="study directory")
     p.add_argument("--quick", action="store_true", help="the same stages at CI scale (a few minutes or less)")
     p.add_argument("--overwrite", action="store_true", help="replace a finished study in --out")
     p.add_argument("--device", default=None, help="overrides the config's device")

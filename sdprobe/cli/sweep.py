@@ -54,7 +54,7 @@ def add_parser(sub) -> None:
                    help="where masks keep the original values: auto = host memory for CUDA, a temporary file on the "
                         "CPU, so memory stays near the model's own; memory = beside the weights (fastest) "
                         "(default: %(default)s)")
-    p.add_argument("--out", type=Path, required=True, help="run directory")
+    p.add_argument("-o", "--out", type=Path, required=True, help="run directory")
     p.set_defaults(func=run)
 
 

@@ -42,9 +42,9 @@ def add_parser(sub) -> None:
                    help="an event removes at least this share of the range dense -> floor (default: %(default)s)")
     p.add_argument("--max-width", type=POSITIVE, default=0.1,
                    help="sudden: its 10%%-90%% transition spans at most this much sparsity (default: %(default)s)")
-    p.add_argument("--n-boot", type=NON_NEGATIVE_INT, default=1000, help="bootstrap replicates, 0 for none (default: %(default)s)")
+    p.add_argument("--bootstrap", type=NON_NEGATIVE_INT, dest="n_boot", default=1000, help="bootstrap replicates, 0 for none (default: %(default)s)")
     p.add_argument("--ci", type=PROBABILITY, default=0.95, help="interval coverage (default: %(default)s)")
-    p.add_argument("--random-state", type=SEED, default=0, help="bootstrap seed (default: %(default)s)")
+    p.add_argument("--seed", type=SEED, default=0, dest="random_state", help="bootstrap seed (default: %(default)s)")
     p.add_argument("--out", type=Path, help="write the table to this CSV too (with --csv; a run writes thresholds.csv)")
     p.add_argument("--digits", type=positive_int, default=4, help="decimals printed (default: %(default)s)")
     p.set_defaults(func=run)

@@ -166,6 +166,7 @@ def open_session(run_dir: Path, pipe=None, prior: str | None = None, n_search: i
         Session: with the masks at level 0.
     """
     from sdprobe.models import load_pipeline
+    from sdprobe.provenance import verify
     from sdprobe.sweep.run import load_config
 
     run = RunDir.open(Path(run_dir), kind="sweep")
@@ -176,6 +177,7 @@ def open_session(run_dir: Path, pipe=None, prior: str | None = None, n_search: i
     search = run_split(run, n_search)
     if pipe is None:
         pipe = load_pipeline(config.model, device=device or config.device, dtype=getattr(torch, config.dtype))
+    verify(run.path, pipe)  # the weights the sweep pruned, not another model's
     with masks_for(pipe, config) as (masks, calibration):
         refs = {r.qualified_name: r for m in masks.values() for r in m.refs}
         yield Session(run, config, pipe, masks, prior, search, str(pipe.device), refs, calibration)

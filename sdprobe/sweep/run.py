@@ -22,6 +22,7 @@ import numpy as np
 import pandas as pd
 from tqdm.auto import tqdm
 
+from sdprobe import provenance
 from sdprobe.architecture import select
 from sdprobe.distributed import Processes, current
 from sdprobe.errors import RunError
@@ -194,9 +195,11 @@ def run_sweep(pipe, config: SweepConfig, out, progress: bool = True, processes: 
     procs = processes or current(pipe.device)
     prompts, seeds = sweep_prompts(config)
     check_prompts(metrics, prompts)  # a metric that cannot read these prompts fails before the run folder exists
+    provenance.check_source(pipe, config.model)
     n_samples = min(config.n_samples, len(prompts))
     samples = {"prompts": prompts[:n_samples], "seeds": seeds[:n_samples]}
     run = procs.on_main(functools.partial(_open_run, out, config, higher, samples))
+    procs.on_main(functools.partial(provenance.record, run.path, pipe, config.model))
     distance = any(m.name == "distance" for m in metrics)
     reference = _generate_all(pipe, config, prompts, seeds, procs) if distance else None
 
