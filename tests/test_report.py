@@ -203,3 +203,16 @@ def test_make_report_replaces_an_existing_page(tmp_path):
     out.write_text("old")
     make_report([path], out, opts=FAST)
     assert out.read_text().startswith("<!DOCTYPE html>")
+
+
+def test_an_isolation_without_a_set_is_reported_with_its_reason(tmp_path):
+    import json
+
+    path = write_sweep(tmp_path / "run", levels=LEVELS[:3], critical=False)
+    (path / "critical").mkdir()
+    (path / "critical" / "skipped.json").write_text(json.dumps({"color": "the search used its budget of 300 tests"}))
+    out = tmp_path / "r.html"
+    make_report([path], out, opts=FAST)
+    page = out.read_text()
+    assert "no replicable critical set (none found on the search split)" in page
+    assert "the search used its budget of 300 tests" in page

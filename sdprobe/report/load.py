@@ -50,6 +50,7 @@ class RunData:
         samples (dict | None): ``samples.json``.
         sample_images (list[tuple[float, Path]]): ``samples/<L>.png`` strips, sorted by level.
         critical (list[CriticalSet]): critical sets, sorted by meaning.
+        no_set (dict[str, str]): meanings whose isolation found no set on the search split, with the reason.
         bias_critical (list[BiasSet]): a bias run's debiasing searches (``critical/<group>/``), by group.
         notes (list[str]): files that exist but could not be read.
     """
@@ -65,6 +66,7 @@ class RunData:
     sample_images: list[tuple[float, Path]] = field(default_factory=list)
     critical: list[CriticalSet] = field(default_factory=list)
     bias_critical: list["BiasSet"] = field(default_factory=list)
+    no_set: dict[str, str] = field(default_factory=dict)  # meaning -> why isolation found no set (skipped.json)
     notes: list[str] = field(default_factory=list)
 
     @property
@@ -216,6 +218,8 @@ def load_run(path: Path, name: str | None = None) -> RunData:
             run.tables[table] = df
     if run.kind == "sweep":
         run.critical = _critical_sets(rd.path, notes)
+        skipped = _read_json(rd.path / CRITICAL_DIR / "skipped.json", notes) or {}
+        run.no_set = {str(m): str(why) for m, why in skipped.items()}
     elif run.kind == "bias":
         run.bias_critical = _bias_sets(rd.path, notes)
     return run

@@ -137,10 +137,18 @@ def _critical_rows(run: RunData) -> list[list[str]]:
 
 
 def critical_section(run: RunData, opts: ReportOptions) -> Section | None:
-    """Critical sets: confirmation evidence, selectivity, control distributions, where they lie, top weights."""
-    if not run.critical:
+    """Critical sets: confirmation evidence, selectivity, control distributions, where they lie, top weights; and
+    the meanings whose search found no set, with the reason."""
+    if not run.critical and not run.no_set:
         return None
     sec = Section("Critical weights")
+    if run.no_set:
+        sec.add(Table(["meaning", "verdict", "why"],
+                      [[m, "no replicable critical set (none found on the search split)", why]
+                       for m, why in sorted(run.no_set.items())],
+                      caption="Isolations that ended without a set to confirm: nothing is claimed for these meanings."))
+    if not run.critical:
+        return sec
     rows = _critical_rows(run)
     if rows:
         first = run.critical[0].summary

@@ -85,7 +85,8 @@ class Study:
         report = isolate_all(self.out / iso.sweep, iso.meanings, self.pipe, iso.config(self.config.seed),
                              progress=self.progress)
         verdicts = [f"{m}: {cs.verdict}" for m, cs in report.sets.items()]
-        verdicts += [f"{m}: no replicable critical set (none found on the search split)" for m in report.skipped]
+        verdicts += [f"{m}: no replicable critical set (none found on the search split: {why})"
+                     for m, why in report.skipped.items()]
         return "; ".join(verdicts) or "no meaning isolated"
 
     def bias(self) -> str:
