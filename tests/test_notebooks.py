@@ -84,6 +84,7 @@ def test_notebook_uses_only_the_public_api(name):
 @pytest.mark.skipif(not (ORGANISM / "model_index.json").exists(),
                     reason=f"the built-in organism weights are absent ({ORGANISM / 'model_index.json'} missing); "
                            "the notebooks run on builtin:tiny-shapes")
+@pytest.mark.slow  # minutes per notebook on 2 cores; CI runs it (--runslow)
 @pytest.mark.timeout(NOTEBOOK_TIMEOUT_S)
 @pytest.mark.parametrize("name", NOTEBOOKS)
 def test_notebook_executes(name, tmp_path):

@@ -237,7 +237,10 @@ def find_critical_set(candidates: CandidateSet, breaks: Test, restores: Test | N
         raise NothingToIsolate("there are no candidate weights between the two sparsity levels")
     everything, nothing = candidates.all_ids(), np.zeros(0, dtype=np.int64)
     funcs = {"breaks": breaks} if restores is None else {"breaks": breaks, "restores": restores}
-    with tqdm(desc="isolate", unit="test", disable=not progress) as bar:
+    # The number of tests is known only once the search ends; with a budget, the bar counts toward it, so its ETA
+    # is an upper bound.
+    with tqdm(total=max_evaluations, desc="isolate (tests, budget)" if max_evaluations else "isolate", unit="test",
+              disable=not progress) as bar:
         tests = _Tests(funcs, max_evaluations, bar)
         if not tests("breaks", everything):
             raise NothingToIsolate("pruning all candidate weights does not break the meaning at this bar")
