@@ -6,6 +6,7 @@ import numpy as np
 import pytest
 import torch
 
+from fixtures_weights import weights_hash
 from sdprobe.architecture import select
 from sdprobe.attribution import (
     IGConfig, LatentProbe, MeaningScore, Trajectory, TrajectoryConfig, attribute_neurons, attribute_tokens,
@@ -25,10 +26,6 @@ def head():
 @pytest.fixture()
 def score(tiny_organism, head):
     return MeaningScore(Trajectory(tiny_organism, TrajectoryConfig(steps=STEPS, guidance=3.0)), head, "color")
-
-
-def _state(pipe):
-    return {k: v.clone() for c in (pipe.unet, pipe.text_encoder) for k, v in c.state_dict().items()}
 
 
 def _no_hooks(pipe) -> bool:
@@ -144,13 +141,12 @@ def test_hooks_removed_after_errors(tiny_organism):
 
 def test_weight_saliency_first_order_and_restores(tiny_organism, score):
     refs = select(tiny_organism, "text_encoder.layers.2.mlp")
-    before = _state(tiny_organism)
+    before = weights_hash(tiny_organism)
     flags = [r.weight.requires_grad for r in refs]
     sal = weight_saliency(score, refs, ["a red circle"], [0], values=["red"], kind="signed", progress=False)
     assert set(sal) == {r.qualified_name for r in refs}
     assert all(sal[r.qualified_name].shape == r.weight.shape for r in refs)
-    after = _state(tiny_organism)
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert weights_hash(tiny_organism) == before
     assert [r.weight.requires_grad for r in refs] == flags and all(r.weight.grad is None for r in refs)
     # removing the most salient weight lowers the score by about its signed saliency (first order)
     ref = refs[0]

@@ -9,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from fixtures_weights import weights_hash
 from sdprobe.attribution import LatentProbe, TrajectoryConfig
 from sdprobe.bias import (
     DEBIASES, NONE_FOUND, NOT_REPLICATED, BiasRunConfig, BiasSearchConfig, find_bias_critical, load_bias_probe, measure,
@@ -29,10 +30,6 @@ def mean_color(images: np.ndarray) -> list[str]:
     return [list(COLORS)[i] for i in ((mean[:, None] - PALETTE[None]) ** 2).sum(-1).argmin(1)]
 
 
-def _state(pipe):
-    return {k: v.clone() for c in (pipe.unet, pipe.text_encoder) for k, v in c.state_dict().items()}
-
-
 def test_measure_is_per_image_and_seeded(tiny_organism):
     probe = load_bias_probe("default-color")
     a = measure(tiny_organism, probe, mean_color, 3, GEN, seed=5, groups=["circle"])
@@ -45,7 +42,7 @@ def test_measure_is_per_image_and_seeded(tiny_organism):
 
 def test_bias_run_with_sparsity_and_critical_weights(tiny_organism, tmp_path):
     probe = load_bias_probe("default-color")
-    before = _state(tiny_organism)
+    before = weights_hash(tiny_organism)
     cfg = BiasRunConfig(n_images=6, components=("text_encoder",), methods=("magnitude",), sparsities=(0.3, 0.6),
                         n_boot=200, generation=GEN)
     run = run_bias(tiny_organism, probe, mean_color, cfg, tmp_path / "bias", progress=False)
@@ -64,8 +61,7 @@ def test_bias_run_with_sparsity_and_critical_weights(tiny_organism, tmp_path):
     assert {"component", "method", "level", "metric", "value", "ci_low", "ci_high"} <= set(vs.columns)
     assert sorted(vs["level"].unique()) == [0.3, 0.6]
     assert (run.path / "distribution.png").stat().st_size > 0 and (run.path / "vs_sparsity.png").exists()
-    after = _state(tiny_organism)
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert weights_hash(tiny_organism) == before
 
     torch.manual_seed(0)
     head = LatentProbe().eval().requires_grad_(False)
@@ -84,8 +80,7 @@ def test_bias_run_with_sparsity_and_critical_weights(tiny_organism, tmp_path):
     confirm_seeds = {x for k, v in s["splits"].items() if k.startswith("confirmation") for x in v["seeds"]}
     assert not search_seeds & confirm_seeds and not (search_seeds | confirm_seeds) & run_seeds(run.config())
     assert len(result.search) >= 1 and {"size", "objective", "effect"} <= set(result.search.columns)
-    after = _state(tiny_organism)
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert weights_hash(tiny_organism) == before
 
     folder = write_bias_critical(run, probe, result)
     summary = json.loads((folder / "summary.json").read_text())
@@ -102,8 +97,7 @@ def test_bias_run_with_sparsity_and_critical_weights(tiny_organism, tmp_path):
         cfg2 = BiasRunConfig(n_images=3, n_boot=50, generation=GEN, set_file=str(folder / "set.json"), alphas=(0.0, 0.5))
         run2 = run_bias(tiny_organism, probe, mean_color, cfg2, tmp_path / "bias2", progress=False)
         assert {"set x0", "set x0.5"} <= set(pd.read_csv(run2.path / "distribution.csv")["condition"])
-    after = _state(tiny_organism)
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert weights_hash(tiny_organism) == before
 
 
 def test_a_killed_bias_run_resumes_at_the_condition_it_was_measuring(tiny_organism, tmp_path, monkeypatch):
@@ -186,7 +180,7 @@ def test_occupations_probe_runs_end_to_end_with_a_tiny_clip(tiny_organism, tiny_
     assert probe.values == ("man", "woman") and probe.target_shares() == (0.5, 0.5)
     assert all(len(v) == 8 for v in explicit_by_value(probe).values())
     classify = make_classifier(probe, tiny_clip)
-    before = _state(tiny_organism)
+    before = weights_hash(tiny_organism)
     run = run_bias(tiny_organism, probe, classify, BiasRunConfig(probe="occupations", n_images=2, n_boot=20,
                                                                  generation=GEN), tmp_path / "occ", progress=False)
     dist = pd.read_csv(run.path / "distribution.csv")
@@ -202,5 +196,4 @@ def test_occupations_probe_runs_end_to_end_with_a_tiny_clip(tiny_organism, tiny_
     assert result.summary["group"] == "doctor" and result.summary["target"] == {"man": 0.5, "woman": 0.5}
     folder = write_bias_critical(run, probe, result)
     assert (folder / "summary.json").exists() and (run.path / "critical" / "tests.csv").exists()
-    after = _state(tiny_organism)
-    assert all(torch.equal(before[k], after[k]) for k in before)
+    assert weights_hash(tiny_organism) == before

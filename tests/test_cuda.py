@@ -3,12 +3,12 @@ half-precision sweeps and seeded generation. Skipped where no GPU is present (CI
 
 from __future__ import annotations
 
-import hashlib
 
 import pytest
 import torch
 from torch import nn
 
+from fixtures_weights import weights_hash
 from sdprobe.architecture import select
 from sdprobe.generate import GenerationConfig, generate
 from sdprobe.prune import MagnitudeScorer, ProgressiveMask
@@ -27,21 +27,13 @@ def wide_text_encoder(dtype: torch.dtype, layers: int = 64, width: int = 1024) -
                         for i in range(layers)}).to(CUDA, dtype)
 
 
-def device_hash(module: nn.Module) -> str:
-    h = hashlib.sha256()
-    for name, tensor in module.state_dict().items():
-        h.update(name.encode())
-        h.update(tensor.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
-
-
 @pytest.mark.parametrize("dtype", [torch.float32, torch.float16, torch.bfloat16], ids=str)
 def test_auto_store_keeps_device_memory_near_the_model_and_restores_exactly(dtype):
     pipe = type("Pipe", (), {})()
     pipe.text_encoder = wide_text_encoder(dtype)
     refs = select(pipe, "text_encoder")
     model_bytes = sum(r.numel * r.weight.element_size() for r in refs)
-    before = device_hash(pipe.text_encoder)
+    before = weights_hash(pipe.text_encoder)
     with torch.no_grad():
         reference = {r.qualified_name: r.weight.abs().float().reshape(-1).argsort(stable=True).cpu() for r in refs}
     torch.cuda.synchronize()
@@ -54,20 +46,20 @@ def test_auto_store_keeps_device_memory_near_the_model_and_restores_exactly(dtyp
         m.set_sparsity(0.95)  # the exit restores from the highest level
     torch.cuda.synchronize()
     extra = torch.cuda.max_memory_allocated() - base
-    assert device_hash(pipe.text_encoder) == before
+    assert weights_hash(pipe.text_encoder) == before
     assert (model_bytes + extra) / model_bytes <= 1.3, f"model + mask = {(model_bytes + extra) / model_bytes:.2f}x"
     with ProgressiveMask(refs, MagnitudeScorer().lazy_scores(refs), store="auto") as m:
         m.set_sparsity(0.5)
         for r in refs:  # the 50% lowest |w| of each matrix, as a plain argsort says
             zeros = (r.weight.reshape(-1) == 0).nonzero().reshape(-1).cpu().sort().values
             assert torch.equal(zeros, reference[r.qualified_name][:r.numel // 2].sort().values)
-    assert device_hash(pipe.text_encoder) == before
+    assert weights_hash(pipe.text_encoder) == before
 
 
 @pytest.mark.parametrize("dtype", ["float16", "bfloat16"])
 def test_half_precision_sweep_on_cuda_restores_and_matches_at_level_zero(tmp_path, dtype):
     pipe = build_tiny_organism().to(CUDA, getattr(torch, dtype))  # its own copy: a cast is not undone exactly
-    before = device_hash(pipe.text_encoder) + device_hash(pipe.unet)
+    before = weights_hash(pipe.text_encoder) + weights_hash(pipe.unet)
     config = SweepConfig(model="tiny", components={"text_encoder": ComponentPlan(["text_encoder"])}, start=0.0,
                          stop=0.5, step=0.25, refine=None, prompts=["a red circle", "a blue square"], n_samples=1,
                          metrics=["distance"], generation=GenerationConfig(steps=2, batch_size=2),
@@ -75,7 +67,7 @@ def test_half_precision_sweep_on_cuda_restores_and_matches_at_level_zero(tmp_pat
     table = run_sweep(pipe, config, tmp_path / "run", progress=False).results()
     assert (table.loc[table["level"] == 0.0, "distance"] == 0).all()
     assert (table.loc[table["level"] == 0.5, "distance"] > 0).all()
-    assert device_hash(pipe.text_encoder) + device_hash(pipe.unet) == before
+    assert weights_hash(pipe.text_encoder) + weights_hash(pipe.unet) == before
 
 
 def test_cuda_generation_is_seeded_per_image():

@@ -11,7 +11,6 @@ compares the run directories.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 import shutil
@@ -23,8 +22,8 @@ from pathlib import Path
 import numpy as np
 import pandas as pd
 import pytest
-import torch
 
+from fixtures_weights import weights_hash
 from sdprobe.architecture import select
 from sdprobe.distributed import (
     Processes,
@@ -120,15 +119,6 @@ def library_config(model: str):
     return SweepConfig(model=model, components={"text_encoder": ComponentPlan(["text_encoder"])}, start=0.0, stop=0.6,
                        step=0.3, refine=RESOLUTION, prompts=PROMPTS, n_samples=2, metrics=["breaks", "distance"],
                        generation=GenerationConfig(steps=2, batch_size=2))
-
-
-def weights_hash(pipe) -> str:
-    h = hashlib.sha256()
-    for component in ("text_encoder", "unet", "vae"):
-        for name, tensor in getattr(pipe, component).state_dict().items():
-            h.update(f"{component}.{name}".encode())
-            h.update(tensor.detach().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 # --- the worker (this file run under `accelerate launch`) ---------------------------------------------------------

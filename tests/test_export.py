@@ -8,7 +8,6 @@ smallest-magnitude entries as zeros: the right answer is known without sdprobe's
 
 from __future__ import annotations
 
-import hashlib
 import json
 import math
 
@@ -18,6 +17,7 @@ import torch
 from diffusers import DiffusionPipeline
 from safetensors import safe_open
 
+from fixtures_weights import weights_hash
 from sdprobe.architecture import select
 from sdprobe.cli import main
 from sdprobe.cli.export import parse_sparsity
@@ -40,15 +40,6 @@ PROMPTS = ["a red circle", "a small blue square"]
 FAST = GenerationConfig(steps=2, batch_size=2)
 LEVELS = (0.0, 0.5)
 PATTERN = NMPattern(2, 4)
-
-
-def weights_hash(pipe) -> str:
-    h = hashlib.sha256()
-    for component in ("text_encoder", "unet", "vae"):
-        for name, tensor in getattr(pipe, component).state_dict().items():
-            h.update(f"{component}.{name}".encode())
-            h.update(tensor.detach().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def saved_tensors(folder, component: str) -> dict[str, torch.Tensor]:

@@ -3,7 +3,6 @@ other samples against controls, saved as a set file and applied through the mask
 
 from __future__ import annotations
 
-import hashlib
 import json
 from types import SimpleNamespace
 
@@ -13,6 +12,7 @@ import pytest
 import torch
 from torch import nn
 
+from fixtures_weights import weights_hash
 from sdprobe.architecture import describe, select
 from sdprobe.errors import RunError
 from sdprobe.evidence import ConfirmConfig, Split, WeightSet, read_set_file
@@ -86,13 +86,6 @@ def toy():
     return Toy()
 
 
-def state_hash(module: nn.Module) -> str:
-    h = hashlib.sha256()
-    for k, v in module.state_dict().items():
-        h.update(k.encode() + v.numpy().tobytes())
-    return h.hexdigest()
-
-
 def toy_setup(toy: Toy, prior: str = "magnitude"):
     """Candidates: all of W1 and output 1's row of W2. The mask sits at level 0, so S is pruned on a dense net."""
     refs = select(toy.pipe, "text_encoder")
@@ -124,11 +117,11 @@ PLANTED = {W1: [h * N_IN for h in PATHS]}  # flat indices of W1[h, 0]
 
 @pytest.mark.parametrize("prior", ["magnitude", "adversarial"])
 def test_recovers_the_planted_set_and_confirms_it_on_other_samples(toy, prior):
-    before = state_hash(toy.pipe.text_encoder)
+    before = weights_hash(toy.pipe.text_encoder)
     cands, mask = toy_setup(toy, prior)
     with mask:
         cs = run(toy, cands, mask, "out0")
-    assert state_hash(toy.pipe.text_encoder) == before
+    assert weights_hash(toy.pipe.text_encoder) == before
     assert {n: v.tolist() for n, v in cs.indices().items()} == PLANTED
     s = cs.summary()
     assert s["size"] == 3 and s["n_candidates"] == N_HIDDEN * N_IN + N_HIDDEN
@@ -237,13 +230,13 @@ def test_save_load_round_trip_family_correction_and_apply_through_the_mask(toy, 
 
     loaded = load_critical_set(tmp_path, "out0")
     assert {n: v.tolist() for n, v in loaded.items()} == PLANTED and loaded[W1].dtype == torch.long
-    before = state_hash(toy.pipe.text_encoder)
+    before = weights_hash(toy.pipe.text_encoder)
     _, mask = toy_setup(toy)
     with mask:
         with mask.override(prune=loaded):
             assert toy.accuracies()["out0"] == 0.0
         assert toy.accuracies()["out0"] == 1.0
-    assert state_hash(toy.pipe.text_encoder) == before
+    assert weights_hash(toy.pipe.text_encoder) == before
     with pytest.raises(RunError, match="no critical set for 'color' \\(it has: out0, out1\\)"):
         load_critical_set(tmp_path, "color")
 

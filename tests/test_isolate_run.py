@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
@@ -10,6 +9,7 @@ import pandas as pd
 import pytest
 import torch
 
+from fixtures_weights import weights_hash
 from sdprobe.cli import main
 from sdprobe.errors import RunError
 from sdprobe.generate import GenerationConfig
@@ -46,13 +46,6 @@ def make_run(path, thresholds: bool = True, method: str = "magnitude") -> RunDir
                               "s_hold": [S_LO, 0.3, np.nan, S_LO], "s_fail": [S_HI, 0.45, np.nan, S_HI]})
         table.to_csv(run.path / THRESHOLDS, index=False)
     return run
-
-
-def state_hash(pipe) -> str:
-    h = hashlib.sha256()
-    for k, v in pipe.text_encoder.state_dict().items():
-        h.update(k.encode() + v.numpy().tobytes())
-    return h.hexdigest()
 
 
 def test_errors_name_what_to_do(tmp_path, capsys):
@@ -103,7 +96,7 @@ def test_candidates_span_exactly_the_bracket(tmp_path, tiny_organism):
     """mask(s_lo) plus every candidate is mask(s_hi), bit for bit; the evaluator leaves the s_lo state behind."""
     pipe = tiny_organism
     run = make_run(tmp_path / "run")
-    dense = state_hash(pipe)
+    dense = weights_hash(pipe)
     with open_session(run.path, pipe=pipe) as session:
         masks = session.masks
         cands, base = candidates_between(session, S_LO, S_HI)
@@ -112,13 +105,13 @@ def test_candidates_span_exactly_the_bracket(tmp_path, tiny_organism):
         assert all(cands.info[n]["role"].startswith("mlp.") for n in cands.names)
         # the values recorded are the dense ones, and the prior is the run's (magnitude) score
         dense_w = {n: session.refs[n].weight.detach().clone() for n in cands.names}
-        at_lo = state_hash(pipe)
+        at_lo = weights_hash(pipe)
         with masks["text_encoder"].override(prune=split_by_component(cands.to_dict(cands.all_ids()))["text_encoder"]):
-            via_override = state_hash(pipe)
+            via_override = weights_hash(pipe)
         masks["text_encoder"].set_sparsity(S_HI)
-        assert state_hash(pipe) == via_override
+        assert weights_hash(pipe) == via_override
         masks["text_encoder"].set_sparsity(S_LO)
-        assert state_hash(pipe) == at_lo
+        assert weights_hash(pipe) == at_lo
         np.testing.assert_array_equal(cands.prior, np.abs(cands.values))
         name = cands.names[0]
         np.testing.assert_array_equal(cands.values[: len(cands.indices[0])],
@@ -128,8 +121,8 @@ def test_candidates_span_exactly_the_bracket(tmp_path, tiny_organism):
         acc = evaluate(np.arange(min(cands.n, 50)))
         assert set(acc) == {"color", "shape", "position", "size"}
         assert all(v.shape == (2,) and set(v.tolist()) <= {0.0, 1.0} for v in acc.values())
-        assert state_hash(pipe) == at_lo
-    assert state_hash(pipe) == dense
+        assert weights_hash(pipe) == at_lo
+    assert weights_hash(pipe) == dense
 
 
 def test_score_prior_is_the_runs_pruning_score(tmp_path, tiny_organism):
@@ -153,10 +146,10 @@ def test_score_prior_is_the_runs_pruning_score(tmp_path, tiny_organism):
 def test_untrained_pipeline_has_nothing_to_isolate(tmp_path, tiny_organism):
     """An untrained organism reads nothing, before or after: the measured accuracies do not cross any bar."""
     run = make_run(tmp_path / "run")
-    dense = state_hash(tiny_organism)
+    dense = weights_hash(tiny_organism)
     with pytest.raises(NothingToIsolate, match="must lie in between"):
         isolate(run.path, "color", pipe=tiny_organism, config=SMALL, confirm_pool=POOL, progress=False)
-    assert state_hash(tiny_organism) == dense
+    assert weights_hash(tiny_organism) == dense
     log = run.path / "critical" / "color" / "search.jsonl"
     assert len(log.read_text().splitlines()) == 1 + 2  # header, nothing removed, everything removed
     assert not (run.path / "critical" / "color" / "summary.json").exists()
@@ -183,7 +176,7 @@ def test_replicate_retests_a_saved_set_on_new_prompts_and_refuses_other_models(t
     from sdprobe.isolate import replicate
 
     run = make_run(tmp_path / "run")
-    dense = state_hash(tiny_organism)
+    dense = weights_hash(tiny_organism)
     with open_session(run.path, pipe=tiny_organism) as session:
         cands, _ = candidates_between(session, S_LO, S_HI)
         some = cands.to_dict(np.arange(3))
@@ -195,7 +188,7 @@ def test_replicate_retests_a_saved_set_on_new_prompts_and_refuses_other_models(t
     path = write_set_file(tmp_path / "set.json", ws)
     result = replicate(path, pipe=tiny_organism, n_confirm=3, pool=POOL, confirm=ConfirmConfig(n_controls=5, n_matched=2),
                        progress=False)
-    assert state_hash(tiny_organism) == dense
+    assert weights_hash(tiny_organism) == dense
     assert set(result.directions) == {"necessity", "sufficiency"} and len(result.split) == 3
     assert not set(result.split.prompts) & set(PROMPTS) and not set(result.split.seeds) & {11, 22}
     assert result.verdict in ("critical", "no replicable critical set")
@@ -207,7 +200,7 @@ def test_replicate_retests_a_saved_set_on_new_prompts_and_refuses_other_models(t
     write_set_file(tmp_path / "other.json", other)
     with pytest.raises(SetFileError, match="nowhere.weight.*not in"):
         replicate(tmp_path / "other.json", pipe=tiny_organism, n_confirm=3, pool=POOL, progress=False)
-    assert state_hash(tiny_organism) == dense
+    assert weights_hash(tiny_organism) == dense
 
 
 @pytest.mark.slow

@@ -2,13 +2,13 @@
 
 from __future__ import annotations
 
-import hashlib
 from types import SimpleNamespace
 
 import pytest
 import torch
 from torch import nn
 
+from fixtures_weights import weights_hash
 from sdprobe.architecture import component_numel, select
 from sdprobe.prune import MagnitudeScorer, OwlScorer, ProgressiveMask, RandomScorer
 from sdprobe.prune.state import TensorState
@@ -48,15 +48,6 @@ def toy_pipe(seed: int = 0) -> SimpleNamespace:
             "up_blocks.0.attentions.0.transformer_blocks.0.attn1.to_k": nn.Linear(16, 8),
         })
     return SimpleNamespace(text_encoder=text, unet=unet)
-
-
-def state_hash(pipe) -> str:
-    h = hashlib.sha256()
-    for component in (pipe.text_encoder, pipe.unet):
-        for name, tensor in component.state_dict().items():
-            h.update(name.encode())
-            h.update(tensor.numpy().tobytes())
-    return h.hexdigest()
 
 
 def snapshot(refs) -> dict[str, torch.Tensor]:
@@ -145,7 +136,7 @@ def test_owl_allocation_moves_up_and_down_like_a_fresh_mask(pipe):
 @pytest.mark.parametrize("how", ["normal", "exception", "keyboard", "inside_override"])
 @pytest.mark.parametrize("group", ["matrix", "global"])
 def test_exit_restores_every_weight_bit_exactly(pipe, how, group, store):
-    before = state_hash(pipe)
+    before = weights_hash(pipe)
     refs = select(pipe, ["text_encoder", "unet"], include_conv=True)
     raised = {"normal": None, "exception": RuntimeError, "keyboard": KeyboardInterrupt,
               "inside_override": KeyboardInterrupt}[how]
@@ -153,7 +144,7 @@ def test_exit_restores_every_weight_bit_exactly(pipe, how, group, store):
         with mask(refs, group, store=store) as m:
             m.set_sparsity(0.7)
             m.set_sparsity(0.4)
-            assert state_hash(pipe) != before
+            assert weights_hash(pipe) != before
             if how == "inside_override":
                 with m.override(prune=m.candidates(0.4, 0.9), restore=m.candidates(0.1, 0.4)):
                     raise KeyboardInterrupt
@@ -161,11 +152,11 @@ def test_exit_restores_every_weight_bit_exactly(pipe, how, group, store):
                 raise raised
     except (RuntimeError, KeyboardInterrupt) as exc:
         assert raised is not None and isinstance(exc, raised)
-    assert state_hash(pipe) == before
+    assert weights_hash(pipe) == before
 
 
 def test_restore_after_an_interrupted_level_change(pipe, monkeypatch):
-    before = state_hash(pipe)
+    before = weights_hash(pipe)
     refs = select(pipe, "text_encoder")
     calls = {"n": 0}
     real = TensorState.matrix
@@ -191,7 +182,7 @@ def test_restore_after_an_interrupted_level_change(pipe, monkeypatch):
                     m.set_sparsity(0.1)
                 monkeypatch.setattr(TensorState, "matrix", real)
                 raise
-    assert state_hash(pipe) == before
+    assert weights_hash(pipe) == before
 
 
 def test_invalid_arguments_get_clear_errors(pipe):
@@ -238,7 +229,7 @@ def test_a_decreasing_allocation_is_rejected(pipe):
 
 
 def test_masks_on_disjoint_weights_compose_and_overlapping_ones_are_refused(pipe):
-    before = state_hash(pipe)
+    before = weights_hash(pipe)
     text, unet = select(pipe, "text_encoder"), select(pipe, "unet")
     with mask(text) as mt, mask(unet) as mu:
         mt.set_sparsity(0.475)
@@ -248,7 +239,7 @@ def test_masks_on_disjoint_weights_compose_and_overlapping_ones_are_refused(pipe
         with pytest.raises(ValueError, match="another ProgressiveMask"):
             with mask(text[:1]):
                 pass
-    assert state_hash(pipe) == before
+    assert weights_hash(pipe) == before
     with mask(text[:1]):  # free again after exit
         pass
 
@@ -330,18 +321,18 @@ def test_stats_layer_table_and_memory(pipe):
 
 
 def test_store_on_cpu_and_random_scores(pipe):
-    before = state_hash(pipe)
+    before = weights_hash(pipe)
     refs = select(pipe, "unet")
     scores = RandomScorer(seed=3).scores(refs)
     with ProgressiveMask(refs, scores, store="cpu") as m:
         m.set_sparsity(0.5)
         assert m.stats(pipe)["scope_pruned"] == pytest.approx(sum(int(0.5 * r.numel) for r in refs) / m.numel)
-    assert state_hash(pipe) == before
+    assert weights_hash(pipe) == before
 
 
 @pytest.mark.parametrize("group", ["matrix", "global"])
 def test_disk_store_holds_nothing_in_memory_and_equals_the_memory_store(pipe, group):
-    before = state_hash(pipe)
+    before = weights_hash(pipe)
     refs = select(pipe, ["text_encoder", "unet"])
     with mask(refs, group) as m:
         m.set_sparsity(0.6)
@@ -349,7 +340,7 @@ def test_disk_store_holds_nothing_in_memory_and_equals_the_memory_store(pipe, gr
         candidates = m.candidates(0.3, 0.6)
         m.set_sparsity(0.3)
         at_lower = snapshot(refs)
-    assert state_hash(pipe) == before
+    assert weights_hash(pipe) == before
     with mask(refs, group, store="disk") as m:
         assert m.memory_bytes() == 0 and m.stored_bytes() == held > 0
         m.set_sparsity(0.6)
@@ -357,7 +348,7 @@ def test_disk_store_holds_nothing_in_memory_and_equals_the_memory_store(pipe, gr
         assert all(torch.equal(v, candidates[n]) for n, v in m.candidates(0.3, 0.6).items())
         with m.override(restore=candidates):  # originals come back from the file
             assert all(torch.equal(v, at_lower[n]) for n, v in snapshot(refs).items())
-    assert state_hash(pipe) == before
+    assert weights_hash(pipe) == before
 
 
 def test_auto_store_and_unknown_stores(pipe):
@@ -373,7 +364,7 @@ def test_auto_store_and_unknown_stores(pipe):
 def test_moves_in_small_chunks_equal_moves_in_one(pipe, group, monkeypatch):
     import sdprobe.prune.state as state
     refs = select(pipe, ["text_encoder", "unet"], include_conv=True)
-    before, path, whole = state_hash(pipe), [0.6, 0.15, 0.9, 0.3], []
+    before, path, whole = weights_hash(pipe), [0.6, 0.15, 0.9, 0.3], []
     with mask(refs, group) as m:
         for s in path:
             m.set_sparsity(s)
@@ -383,7 +374,7 @@ def test_moves_in_small_chunks_equal_moves_in_one(pipe, group, monkeypatch):
         for s, expected in zip(path, whole):
             m.set_sparsity(s)
             assert all(torch.equal(v, expected[n]) for n, v in snapshot(refs).items())
-    assert state_hash(pipe) == before
+    assert weights_hash(pipe) == before
 
 
 @pytest.mark.parametrize("store", STORES)
@@ -404,12 +395,13 @@ CTRL_C_TWICE = r'''
 import os, signal, sys
 sys.path.insert(0, sys.argv[1])
 import torch
-from test_prune_masks import mask, state_hash, toy_pipe
+from fixtures_weights import weights_hash
+from test_prune_masks import mask, toy_pipe
 from sdprobe.architecture import select
 from sdprobe.prune.state import TensorState
 
 pipe = toy_pipe()
-before = state_hash(pipe)
+before = weights_hash(pipe)
 unprune = TensorState.unprune
 def unprune_then_ctrl_c(self, *args, **kwargs):  # the second Ctrl-C arrives in the middle of the restore
     os.kill(os.getpid(), signal.SIGINT)
@@ -421,7 +413,7 @@ try:
         os.kill(os.getpid(), signal.SIGINT)  # the first Ctrl-C
         signal.pause()
 except KeyboardInterrupt:
-    print("interrupted", "restored" if state_hash(pipe) == before else "LEFT PRUNED")
+    print("interrupted", "restored" if weights_hash(pipe) == before else "LEFT PRUNED")
 '''
 
 

@@ -12,7 +12,8 @@ from torch import nn
 from sdprobe.architecture import select
 from sdprobe.prune import (METHODS, MagnitudeScorer, NMScorer, OwlAllocation, OwlScorer, ProgressiveMask, RandomScorer,
                            make_scorer, mask_from_scorer, prune)
-from test_prune_masks import module_tree, state_hash, toy_pipe
+from fixtures_weights import weights_hash
+from test_prune_masks import module_tree, toy_pipe
 
 
 def two_layer(w1: list, w2: list) -> SimpleNamespace:
@@ -149,11 +150,11 @@ def test_make_scorer_builds_every_method_and_names_the_valid_ones():
 
 def test_one_shot_prune_context():
     pipe = toy_pipe()
-    before = state_hash(pipe)
+    before = weights_hash(pipe)
     with prune(pipe, "unet", "magnitude", 0.35) as m:
         assert m.sparsity == 0.35 and m.max_sparsity == 0.35
         assert m.stats(pipe)["scope_pruned"] == pytest.approx(sum(int(0.35 * r.numel) for r in m.refs) / m.numel)
-    assert state_hash(pipe) == before
+    assert weights_hash(pipe) == before
 
 
 @pytest.mark.parametrize("scorer", [MagnitudeScorer(), NMScorer(m=4), OwlScorer(MagnitudeScorer(), hyper_m=1.5),

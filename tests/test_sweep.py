@@ -8,7 +8,6 @@ above a known sparsity, so the right brackets are known by hand.
 
 from __future__ import annotations
 
-import hashlib
 import json
 
 import numpy as np
@@ -19,6 +18,7 @@ from PIL import Image
 
 import sdprobe.generate as generate_module
 import sdprobe.sweep.run as sweep_run
+from fixtures_weights import weights_hash
 from sdprobe.architecture import select
 from sdprobe.errors import RunError
 from sdprobe.generate import GenerationConfig, generate
@@ -38,15 +38,6 @@ def tiny_config(**kw) -> SweepConfig:
     base = dict(model="tiny", components=TE, start=0.0, stop=0.4, step=0.2, refine=None, prompts=PROMPTS,
                 n_samples=2, metrics=["distance"], generation=FAST)
     return SweepConfig(**{**base, **kw})
-
-
-def weights_hash(pipe) -> str:
-    h = hashlib.sha256()
-    for component in ("text_encoder", "unet", "vae"):
-        for name, tensor in getattr(pipe, component).state_dict().items():
-            h.update(f"{component}.{name}".encode())
-            h.update(tensor.detach().contiguous().view(torch.uint8).numpy().tobytes())
-    return h.hexdigest()
 
 
 def scope_sparsity(pipe) -> float:
