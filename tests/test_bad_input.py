@@ -78,6 +78,11 @@ def inputs(organism_dir, tmp_path_factory) -> dict[str, Path]:
     (pickled / "unet" / "diffusion_pytorch_model.safetensors").unlink()
     (pickled / "unet" / "diffusion_pytorch_model.bin").write_bytes(pickle.dumps(Payload(marker)))
     paths["pickle_model"] = pickled
+    clip = root / "pickle-clip"  # a CLIP folder whose only weights are a pickle
+    clip.mkdir()
+    (clip / "config.json").write_text('{"model_type": "clip"}')
+    (clip / "pytorch_model.bin").write_bytes(pickle.dumps(Payload(marker)))
+    paths["pickle_clip"] = clip
     sweep = write_sweep(root / "sweep")
     paths["sweep"] = sweep
     broken = root / "broken-run"
@@ -268,6 +273,7 @@ CASES = [
     ([*ATTR, "--critical", "{out}/not-a-run"], "is not an sdprobe run"),
     ([*ATTR, "--latent-probe", "{evil_pt}"], "evil.pt"),
     ([*ATTR, "--device", "cuda"], "CUDA is not available here"),
+    ([*ATTR, "--clip-model", "{pickle_clip}"], "no file named model.safetensors"),
     (["attribute", "--model", "builtin:tiny-shapes", "--target", "color", "-o", "{out}/attr"], "give at least one non-empty"),
     (["attribute", "--model", "builtin:tiny-shapes", "--target", "mood", "--prompt", "a red circle", "-o", "{out}/attr"],
      "unknown target 'mood'"),
