@@ -37,6 +37,7 @@ import pandas as pd
 
 from sdprobe.errors import RunError
 from sdprobe.io import atomic_write_bytes, make_folder, read_json, write_json
+from sdprobe.provenance import PROVENANCE
 
 log = logging.getLogger(__name__)
 
@@ -212,7 +213,7 @@ class RunDir:
 
     def _has_outputs(self) -> bool:
         """Whether the folder holds results beyond its bookkeeping (config, environment, status, lock, samples)."""
-        keep = {CONFIG, ENVIRONMENT, STATUS, LOCK, SAMPLES, LEVELS_DIR, "provenance.json"}
+        keep = {CONFIG, ENVIRONMENT, STATUS, LOCK, SAMPLES, LEVELS_DIR, PROVENANCE}
         return any(p.name not in keep and not p.name.startswith(".") for p in self.path.iterdir())
 
     def _clear(self) -> None:

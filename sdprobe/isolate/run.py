@@ -264,27 +264,22 @@ def isolate_all(run_dir: Path, meanings: Sequence[str] | None = None, pipe=None,
     check_design(config, tests)
     run.lock()  # isolation adds critical/ to the run: one writer at a time
     try:
-        return _isolate_locked(run, run_dir, wanted, skipped, tests, pipe, config, metric, confirm_pool, device,
-                               progress)
+        sets = {}
+        with open_session(run_dir, pipe, config.prior, config.n_search, device) as session:
+            for m in wanted:
+                try:
+                    sets[m] = isolate_in_session(session, m, config, tests, metric, confirm_pool, progress)
+                except (NothingToIsolate, SearchBudgetExceeded, RunError) as exc:
+                    if isinstance(exc, DesignError):
+                        raise
+                    log.warning("%s: no set found on the search split: %s", m, exc)
+                    skipped[m] = str(exc)
+        root = run.path / CRITICAL_DIR
+        write_json(root / SKIPPED, skipped)
+        table = _adjust_in_memory(run.path, sets)
+        overlaps, where = overlap_table(sets), where_table(sets)
+        atomic_write_bytes(root / OVERLAPS, overlaps.to_csv(index=False).encode())
+        atomic_write_bytes(root / WHERE, where.to_csv(index=False).encode())
+        return IsolationReport(sets, skipped, table, overlaps, where)
     finally:
         unlock_run(run.path)
-
-
-def _isolate_locked(run, run_dir, wanted, skipped, tests, pipe, config, metric, confirm_pool, device, progress):
-    sets = {}
-    with open_session(run_dir, pipe, config.prior, config.n_search, device) as session:
-        for m in wanted:
-            try:
-                sets[m] = isolate_in_session(session, m, config, tests, metric, confirm_pool, progress)
-            except (NothingToIsolate, SearchBudgetExceeded, RunError) as exc:
-                if isinstance(exc, DesignError):
-                    raise
-                log.warning("%s: no set found on the search split: %s", m, exc)
-                skipped[m] = str(exc)
-    root = run.path / CRITICAL_DIR
-    write_json(root / SKIPPED, skipped)
-    table = _adjust_in_memory(run.path, sets)
-    overlaps, where = overlap_table(sets), where_table(sets)
-    atomic_write_bytes(root / OVERLAPS, overlaps.to_csv(index=False).encode())
-    atomic_write_bytes(root / WHERE, where.to_csv(index=False).encode())
-    return IsolationReport(sets, skipped, table, overlaps, where)
