@@ -287,3 +287,38 @@ def build_pipeline(family: str, size: str = "tiny", seed: int = 0):
                                        requires_safety_checker=False)
     pipe.set_progress_bar_config(disable=True)
     return pipe
+
+
+TINY_CLIP_SIDE = 32  # image side of the tiny random CLIP
+
+
+def save_tiny_clip(folder: Path, words: list[str] | None = None, seed: int = 0) -> Path:
+    """Write a tiny ``CLIPModel`` with random weights, its tokenizer and its image processor to ``folder``.
+
+    It stands in for a user's CLIP (e.g. ViT-B/32) in tests of the CLIP readers: it loads with stock
+    ``CLIPModel.from_pretrained`` / ``CLIPProcessor.from_pretrained`` and reads anything, meaninglessly.
+
+    Args:
+        folder (Path): where to write (created).
+        words (list[str] | None): words that become single tokens. Default: the tiny-shapes vocabulary.
+        seed (int): seeds the weights. Default: 0.
+    """
+    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
+
+    tok = build_tokenizer(words=words)
+    width = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
+    config = CLIPConfig(
+        text_config=dict(width, vocab_size=len(tok), max_position_embeddings=MAX_LENGTH, bos_token_id=tok.bos_token_id,
+                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
+        vision_config=dict(width, image_size=TINY_CLIP_SIDE, patch_size=8),
+        projection_dim=16,
+    )
+    with torch.random.fork_rng(devices=[]):
+        torch.manual_seed(seed)
+        model = CLIPModel(config)
+    folder = Path(folder)
+    model.save_pretrained(folder, safe_serialization=True)
+    side = TINY_CLIP_SIDE
+    processor = CLIPImageProcessor(size={"shortest_edge": side}, crop_size={"height": side, "width": side})
+    CLIPProcessor(image_processor=processor, tokenizer=tok).save_pretrained(folder)
+    return folder

@@ -57,20 +57,6 @@ def tiny_organism():
 @pytest.fixture(scope="session")
 def tiny_clip(tmp_path_factory):
     """A tiny CLIP built from a config (random weights), saved as a local model folder."""
-    from transformers import CLIPConfig, CLIPModel, CLIPTokenizer
+    from sdprobe.zoo import save_tiny_clip
 
-    from sdprobe.organism.tokenizer import save_tokenizer
-
-    path = tmp_path_factory.mktemp("clip")
-    vocab = save_tokenizer(path)
-    config = CLIPConfig(
-        text_config=dict(vocab_size=vocab, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
-                         num_attention_heads=2, max_position_embeddings=16),
-        vision_config=dict(hidden_size=32, intermediate_size=64, num_hidden_layers=1, num_attention_heads=2,
-                           image_size=32, patch_size=8),
-        projection_dim=16,
-    )
-    torch.manual_seed(0)
-    CLIPModel(config).save_pretrained(path, safe_serialization=True)
-    CLIPTokenizer.from_pretrained(path)
-    return path
+    return save_tiny_clip(tmp_path_factory.mktemp("clip"))

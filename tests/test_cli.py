@@ -104,7 +104,10 @@ def test_the_parser_choices_are_the_library_constants():
     from sdprobe.prune.factory import METHODS
     from sdprobe.prune.storage import STORES
 
+    from sdprobe.metrics.registry import MEANING_METRICS, REGISTRY
+
     assert (choices.METHODS, choices.STORES, choices.PRIORS) == (METHODS, STORES, PRIORS)
+    assert choices.METRICS == tuple(REGISTRY) and choices.MEANING_METRICS == MEANING_METRICS
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["sweep", "--help"], ["isolate", "--help"], ["attribute", "--help"]])

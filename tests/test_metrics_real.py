@@ -18,31 +18,14 @@ from sdprobe.metrics.fid import FIDMetric, frechet_distance, load_inception
 from sdprobe.metrics.unreadable import UnreadableMetric, neighbour_correlation
 from sdprobe.models import ModelLoadError
 from sdprobe.world import Scene, render_batch
-from sdprobe.zoo import build_tokenizer
 
 CLIP_SIDE = 32  # input side of the tiny CLIP vision tower
 
 
 # --- CLIP score ---------------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
-def clip_dir(tmp_path_factory):
-    from transformers import CLIPConfig, CLIPImageProcessor, CLIPModel, CLIPProcessor
-
-    folder = tmp_path_factory.mktemp("clip")
-    tok = build_tokenizer()
-    width = dict(hidden_size=32, intermediate_size=64, num_hidden_layers=2, num_attention_heads=4)
-    config = CLIPConfig(
-        text_config=dict(width, vocab_size=len(tok), max_position_embeddings=77, bos_token_id=tok.bos_token_id,
-                         eos_token_id=tok.eos_token_id, pad_token_id=tok.pad_token_id),
-        vision_config=dict(width, image_size=CLIP_SIDE, patch_size=8),
-        projection_dim=16,
-    )
-    torch.manual_seed(0)
-    CLIPModel(config).save_pretrained(folder)
-    image_processor = CLIPImageProcessor(size={"shortest_edge": CLIP_SIDE},
-                                         crop_size={"height": CLIP_SIDE, "width": CLIP_SIDE})
-    CLIPProcessor(image_processor=image_processor, tokenizer=tok).save_pretrained(folder)
-    return folder
+def clip_dir(tiny_clip):
+    return tiny_clip
 
 
 PROMPTS = ["a red circle", "a small blue square", "zebra on a beach", "a large green triangle at the top"]
@@ -87,7 +70,7 @@ def test_clip_score_definitions_and_batching(clip_dir, images):
 def test_clip_score_errors(tmp_path, clip_dir, images):
     with pytest.raises(ModelLoadError, match="--clip-model PATH"):
         CLIPScoreMetric(tmp_path / "missing")
-    with pytest.raises(ModelLoadError, match="does not hold a CLIP model.*--clip-model"):
+    with pytest.raises(ModelLoadError, match="not a CLIP model folder.*--clip-model"):
         CLIPScoreMetric(tmp_path)
     with pytest.raises(ValueError, match="unknown CLIP score definition 'raw'.*cosine, torchmetrics"):
         CLIPScoreMetric(clip_dir, definition="raw")

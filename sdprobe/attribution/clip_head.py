@@ -2,7 +2,8 @@
 
 Each attribute value is described by a text (e.g. color ``red`` -> ``"a photo of something red"``); the logit of
 a value is CLIP's scaled cosine similarity between the image and that text. For latents, the pipeline's VAE
-decodes them first, so gradients reach the sampler. The CLIP model is read from a local folder only.
+decodes them first, so gradients reach the sampler. The CLIP model is read from a local folder only
+(:mod:`sdprobe.metrics.clip_model`).
 
 Paper: Radford et al., "Learning Transferable Visual Models From Natural Language Supervision",
 https://arxiv.org/abs/2103.00020
@@ -18,41 +19,17 @@ Example:
 
 from __future__ import annotations
 
-from pathlib import Path
 from typing import Mapping
 
 import numpy as np
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from sdprobe.errors import SdprobeError
+from sdprobe.metrics.clip_model import image_embeddings, load_clip, text_embeddings
 
-CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's image normalisation
-CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
+__all__ = ["ClipHead", "TEMPLATE", "load_clip"]
+
 TEMPLATE = "a photo of {}"  # default text of a value without its own description
-
-
-def load_clip(path: str | Path | None, device: str | torch.device = "cpu"):
-    """Load a ``transformers`` CLIPModel and tokenizer from a local folder.
-
-    Raises:
-        SdprobeError: no path, or the folder is not a CLIP model; the message says how to point at one.
-    """
-    if path is None:
-        raise SdprobeError("this needs a CLIP model for real pipelines: pass a local folder with a transformers "
-                           "CLIPModel (config.json + model.safetensors), e.g. --clip-model /models/clip-vit-base-patch32")
-    path = Path(path).expanduser()
-    if not (path / "config.json").exists():
-        raise SdprobeError(f"{path} is not a CLIP model folder (no config.json); pass --clip-model PATH pointing at "
-                           "a transformers CLIPModel saved with save_pretrained")
-    from transformers import CLIPModel, CLIPTokenizer
-
-    from sdprobe.models import quiet_loading
-
-    with quiet_loading():
-        model = CLIPModel.from_pretrained(path, use_safetensors=True).to(device).eval().requires_grad_(False)
-        return model, CLIPTokenizer.from_pretrained(path)
 
 
 class ClipHead(nn.Module):
@@ -77,21 +54,11 @@ class ClipHead(nn.Module):
             if len(described) < 2:
                 raise ValueError(f"attribute {attribute!r} needs at least 2 values, got {list(described)}")
             self.attributes[attribute] = tuple(described)
-            tokens = self.tokenizer(list(described.values()), padding=True, return_tensors="pt").to(self.model.device)
-            with torch.no_grad():
-                emb = self.model.get_text_features(**tokens)
-            emb = emb if isinstance(emb, torch.Tensor) else emb.pooler_output
-            self._text[attribute] = F.normalize(emb.float(), dim=-1)  # (K, E)
+            self._text[attribute] = text_embeddings(self.model, self.tokenizer, list(described.values()))  # (K, E)
 
     def image_logits(self, images: torch.Tensor) -> dict[str, torch.Tensor]:
         """Logits per attribute ``{attribute: (N, K)}`` of images (N, 3, H, W) in [0, 1] (differentiable)."""
-        size = self.model.config.vision_config.image_size
-        x = F.interpolate(images.float(), size=(size, size), mode="bilinear", align_corners=False)
-        mean = torch.tensor(CLIP_MEAN, device=x.device).view(1, 3, 1, 1)
-        std = torch.tensor(CLIP_STD, device=x.device).view(1, 3, 1, 1)
-        emb = self.model.get_image_features(pixel_values=((x - mean) / std).to(self.model.dtype))
-        emb = emb if isinstance(emb, torch.Tensor) else emb.pooler_output
-        emb = F.normalize(emb.float(), dim=-1)  # (N, E)
+        emb = image_embeddings(self.model, images)  # (N, E)
         scale = self.model.logit_scale.exp().float()
         return {a: scale * emb @ t.T for a, t in self._text.items()}
 

@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sdprobe.cli.common import NON_NEGATIVE, SEED, add_model_args, positive_int
+from sdprobe.cli.common import NON_NEGATIVE, SEED, add_clip_arg, add_model_args, positive_int
 
 
 def add_parser(sub) -> None:
@@ -42,7 +42,7 @@ def add_parser(sub) -> None:
     p.add_argument("--meaning", nargs="+", default=None, help="critical sets to compare (default: the target)")
     p.add_argument("--latent-probe", type=Path, default=None,
                    help="latent probe file scoring the meaning (default: the built-in organism probe)")
-    p.add_argument("--clip-model", type=Path, default=None, help="local CLIP model folder, for real models")
+    add_clip_arg(p)
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute UNet calls to save memory")
     p.add_argument("-o", "--out", type=Path, default=None, help="output run folder (default: runs/attribute-TARGET)")
     p.set_defaults(func=run)

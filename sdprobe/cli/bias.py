@@ -7,7 +7,8 @@ import argparse
 from pathlib import Path
 
 from sdprobe.cli.common import (
-    FRACTION, PROBABILITY, SEED, UNIT, add_generation_args, add_model_args, generation_config, positive_int,
+    FRACTION, PROBABILITY, SEED, UNIT, add_clip_arg, add_generation_args, add_model_args, generation_config,
+    positive_int,
 )
 
 
@@ -26,7 +27,7 @@ def add_parser(sub) -> None:
     p.add_argument("--methods", nargs="+", default=("magnitude",), help="pruning methods (default: magnitude)")
     p.add_argument("--bootstrap", type=positive_int, default=2000, help="bootstrap resamples (default: %(default)s)")
     p.add_argument("--seed", type=SEED, default=0, help="first image seed (default: %(default)s)")
-    p.add_argument("--clip-model", type=Path, default=None, help="local CLIP model folder (clip probes)")
+    add_clip_arg(p)
     p.add_argument("--set", type=Path, default=None, dest="set_file",
                    help="a weight-set file (critical/<group>/set.json) to apply at --alphas")
     p.add_argument("--alphas", type=UNIT, nargs="+", default=(0.0,),
@@ -72,7 +73,7 @@ def add_parser(sub) -> None:
     w.add_argument("--max-size", type=positive_int, default=16384, help="largest set tried (default: %(default)s)")
     w.add_argument("--latent-probe", type=Path, default=None,
                    help="latent probe file for the ranking (default: the built-in organism probe)")
-    w.add_argument("--clip-model", type=Path, default=None, help="local CLIP model folder (clip probes)")
+    add_clip_arg(w)
     w.add_argument("--device", default=None, help="torch device (default: the run's)")
     w.set_defaults(func=run_bias_weights_command)
 

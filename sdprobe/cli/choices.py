@@ -4,3 +4,5 @@ torch. Each tuple equals the library constant named beside it; ``tests/test_cli.
 METHODS = ("magnitude", "magnitude-global", "wanda", "random", "owl-magnitude", "owl-wanda", "nm")  # prune.factory
 STORES = ("auto", "memory", "cpu", "disk")  # prune.storage
 PRIORS = ("score", "magnitude")  # isolate.config
+METRICS = ("oracle", "distance", "clipscore", "fid", "unreadable", "clip-attributes", "fd-clip")  # metrics.registry
+MEANING_METRICS = ("oracle", "clip-attributes")  # metrics.registry

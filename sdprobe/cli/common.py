@@ -60,6 +60,38 @@ def add_generation_args(p: argparse.ArgumentParser) -> None:
                    help="images per pipeline call (default: %(default)s)")
 
 
+CLIP_HELP = ("CLIP model for clip-attributes, fd-clip, clipscore and CLIP probes: builtin:tiny-shapes-clip or a local "
+             "transformers CLIP folder")
+
+
+def add_clip_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--clip-model", default=None, metavar="PATH", help=CLIP_HELP)
+
+
+def add_reader_args(p: argparse.ArgumentParser) -> None:
+    """``--clip-model`` and ``--suite``: what the CLIP readers among the metrics read with."""
+    add_clip_arg(p)
+    p.add_argument("--suite", default=None, metavar="SUITE",
+                   help="prompt suite that labels the prompts for clip-attributes: builtin:tiny-shapes (default) or "
+                        "a suite file (TOML, e.g. analyses/prompts/compositional.toml)")
+
+
+def metric_options(args: argparse.Namespace, names) -> dict[str, dict]:
+    """Constructor options of the named metrics from ``--clip-model`` and ``--suite``."""
+    from sdprobe.metrics.registry import CLIP_METRICS, SUITE_METRICS
+
+    options: dict[str, dict] = {}
+    for name in names:
+        o = {}
+        if getattr(args, "clip_model", None) is not None and name in CLIP_METRICS:
+            o["clip_path"] = str(args.clip_model)
+        if getattr(args, "suite", None) is not None and name in SUITE_METRICS:
+            o["suite"] = str(args.suite)
+        if o:
+            options[name] = o
+    return options
+
+
 def generation_config(args: argparse.Namespace):
     from sdprobe.generate import GenerationConfig
 

@@ -7,7 +7,7 @@ import argparse
 import math
 from pathlib import Path
 
-from sdprobe.cli.common import NON_NEGATIVE_INT, PROBABILITY, SEED, positive_int
+from sdprobe.cli.common import NON_NEGATIVE_INT, PROBABILITY, SEED, add_reader_args, metric_options, positive_int
 
 ALL = "all"
 
@@ -36,7 +36,7 @@ def _window(text: str):
 
 
 def add_parser(sub) -> None:
-    from sdprobe.cli.choices import PRIORS
+    from sdprobe.cli.choices import MEANING_METRICS, PRIORS
 
     p = sub.add_parser(
         "isolate", help="find the few weights whose removal breaks a meaning, and confirm them on fresh prompts",
@@ -62,7 +62,8 @@ def add_parser(sub) -> None:
                    help="confirmation-split prompts, fresh prompts and seeds (default: %(default)s; see the README's "
                         "power calculation)")
     p.add_argument("--confirm-prompts", type=Path, default=None, metavar="FILE",
-                   help="one prompt per line to draw the confirmation split from (default: the organism's grammar)")
+                   help="one prompt per line, or a prompt suite (.toml), to draw the confirmation split from "
+                        "(default: the metric's suite, or the organism's grammar)")
     p.add_argument("--controls", type=positive_int, default=200,
                    help="the most random control sets per direction (default: %(default)s)")
     p.add_argument("--matched", type=NON_NEGATIVE_INT, default=50,
@@ -83,21 +84,30 @@ def add_parser(sub) -> None:
                    help="order of the search: the run's pruning score or |W| (default: score; |W| for random runs)")
     p.add_argument("--max-evaluations", type=positive_int, default=None,
                    help="stop a search after this many tests; rerun with more to resume (default: no limit)")
+    p.add_argument("--metric", choices=MEANING_METRICS, default=None,
+                   help="the meaning metric that judges the set (default: the one the sweep measured, or with "
+                        "--replicate the set file's; e.g. --replicate FILE --metric oracle judges a set found "
+                        "through CLIP by the organism's oracle)")
+    add_reader_args(p)
     p.add_argument("--device", default=None, help="torch device (default: the run's)")
     p.set_defaults(func=run)
 
 
-def _read_prompts(path: Path | None) -> list[str] | None:
-    if path is None:
+def _metric(args: argparse.Namespace, device: str | None):
+    """The judging metric the arguments name, or None for the run's (or set file's) own."""
+    from sdprobe.metrics.registry import meaning_metric
+
+    if args.metric is None:
+        if args.clip_model is not None or args.suite is not None:
+            raise ValueError("--clip-model and --suite configure a metric: give --metric clip-attributes with them")
         return None
-    try:
-        lines = path.read_text(encoding="utf-8").splitlines()
-    except UnicodeDecodeError:
-        raise ValueError(f"--confirm-prompts {path} is not UTF-8 text") from None
-    prompts = [line.strip() for line in lines if line.strip()]
-    if not prompts:
-        raise ValueError(f"--confirm-prompts {path} holds no prompts")
-    return prompts
+    return meaning_metric(args.metric, metric_options(args, [args.metric]).get(args.metric), device)
+
+
+def _read_prompts(path: Path | None) -> list[str] | None:
+    from sdprobe.suites import read_prompts
+
+    return None if path is None else read_prompts(path, "--confirm-prompts")
 
 
 def _direction_line(name: str, d: dict) -> str:
@@ -116,9 +126,11 @@ def _replicate(args: argparse.Namespace) -> int:
     seed = 1 if args.seed is None else args.seed
     result = replicate(args.replicate, args.model, n_confirm=args.confirm, seed=seed,
                        confirm=ConfirmConfig(n_controls=args.controls, n_matched=args.matched, seed=seed),
-                       alpha=args.alpha, pool=_read_prompts(args.confirm_prompts), device=args.device or "cpu")
+                       alpha=args.alpha, pool=_read_prompts(args.confirm_prompts), device=args.device or "cpu",
+                       metric=_metric(args, args.device))
     s = result.summary()
-    print(f"{s['meaning']}: {s['size']} weights on {s['model']}, {s['n_prompts']} new prompts and seeds: {s['verdict']}")
+    print(f"{s['meaning']}: {s['size']} weights on {s['model']}, {s['n_prompts']} new prompts and seeds, judged by "
+          f"{s['metric']}: {s['verdict']}")
     for d in ("necessity", "sufficiency"):
         print(_direction_line(d, s[d]))
     return 0
@@ -143,12 +155,14 @@ def run(args: argparse.Namespace) -> int:
         power=args.power, effect=args.effect, bar=args.bar, levels=args.levels, prior=args.prior,
         max_evaluations=args.max_evaluations, seed=seed)
     pool = _read_prompts(args.confirm_prompts)
+    metric = _metric(args, args.device)
     overlaps, skipped = None, {}
     if args.meaning == ALL:
-        report = isolate_all(args.run_dir, config=config, confirm_pool=pool, device=args.device)
+        report = isolate_all(args.run_dir, config=config, metric=metric, confirm_pool=pool, device=args.device)
         sets, overlaps, skipped = report.sets, report.overlaps, report.skipped
     else:
-        sets = {args.meaning: isolate(args.run_dir, args.meaning, config=config, confirm_pool=pool, device=args.device)}
+        sets = {args.meaning: isolate(args.run_dir, args.meaning, config=config, metric=metric, confirm_pool=pool,
+                                      device=args.device)}
     for meaning, reason in skipped.items():
         print(f"{meaning}: no replicable critical set (none found on the search split: {reason})")
     for meaning, cs in sets.items():

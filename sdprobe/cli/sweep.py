@@ -8,10 +8,10 @@ from pathlib import Path
 from sdprobe import checks
 
 from sdprobe.cli.common import (
-    FRACTION, NON_NEGATIVE, POSITIVE, SEED, add_generation_args, add_model_args, generation_config, load,
-    positive_int,
+    FRACTION, NON_NEGATIVE, POSITIVE, SEED, add_generation_args, add_model_args, add_reader_args, generation_config,
+    load, metric_options, positive_int,
 )
-from sdprobe.io import read_text
+from sdprobe.suites import read_prompts
 
 COMPONENT_CHOICES = ("text_encoder", "text_encoder_2", "unet", "both")
 
@@ -26,7 +26,7 @@ def _budget(text: str) -> tuple[str, float]:
 
 
 def add_parser(sub) -> None:
-    from sdprobe.cli.choices import METHODS, STORES
+    from sdprobe.cli.choices import METHODS, METRICS, STORES
 
     p = sub.add_parser("sweep", help="prune progressively, generate and score at every level",
                        description="Prune a component (or several) in fine steps, score the images at every level, "
@@ -46,10 +46,13 @@ def add_parser(sub) -> None:
     p.add_argument("--stop", type=FRACTION, default=0.95, help="last grid level, in [0, 1) (default: %(default)s)")
     p.add_argument("--step", type=POSITIVE, default=0.05, help="grid spacing (default: %(default)s)")
     p.add_argument("--refine", type=NON_NEGATIVE, default=0.005, help="bisection resolution; 0 disables (default: %(default)s)")
-    p.add_argument("--prompts", type=Path, default=None, help="text file, one prompt per line (default: organism grammar)")
+    p.add_argument("--prompts", type=Path, default=None, help="text file, one prompt per line, or a prompt suite (.toml) (default: organism grammar)")
     p.add_argument("-n", "--n-prompts", type=positive_int, default=64, help="prompts drawn from the grammar")
     p.add_argument("--seed", type=SEED, default=0, help="draws prompts and seeds (default: %(default)s)")
-    p.add_argument("--metrics", nargs="+", default=["oracle", "distance"])
+    p.add_argument("--metrics", nargs="+", default=["oracle", "distance"], choices=METRICS, metavar="METRIC",
+                   help=f"what to measure at every level, among: {', '.join(METRICS)} (default: oracle distance; "
+                        "for models without an oracle: clip-attributes with --clip-model and --suite)")
+    add_reader_args(p)
     p.add_argument("--store", default="auto", choices=STORES,
                    help="where masks keep the original values: auto = host memory for CUDA, a temporary file on the "
                         "CPU, so memory stays near the model's own; memory = beside the weights (fastest) "
@@ -76,15 +79,12 @@ def config_from_args(args: argparse.Namespace):
         stray = [s for s in args.select if s.split(".")[0] not in comps]
         if stray:
             raise ValueError(f"selectors {stray} are outside --component {args.component}")
-    prompts = None
-    if args.prompts is not None:
-        prompts = [line.strip() for line in read_text(args.prompts, "--prompts").splitlines() if line.strip()]
-        if not prompts:
-            raise ValueError(f"{args.prompts} holds no prompt")
+    prompts = None if args.prompts is None else read_prompts(args.prompts, "--prompts")
     return SweepConfig(model=args.model, components=plans, method=args.method, group=args.group,
                        include_conv=args.include_conv, start=args.start, stop=args.stop, step=args.step,
                        refine=args.refine or None, prompts=prompts, n_prompts=args.n_prompts, seed=args.seed,
-                       metrics=args.metrics, generation=generation_config(args), device=args.device, dtype=args.dtype)
+                       metrics=args.metrics, metric_options=metric_options(args, args.metrics),
+                       generation=generation_config(args), device=args.device, dtype=args.dtype)
 
 
 def run(args: argparse.Namespace) -> int:

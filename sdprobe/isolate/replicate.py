@@ -26,7 +26,8 @@ from sdprobe.evidence import (
 from sdprobe.isolate.critical import verdict_of
 from sdprobe.isolate.evaluator import MaskEvaluator
 from sdprobe.isolate.log import CachedEvaluator, EvaluationLog
-from sdprobe.isolate.session import default_metric, masks_for, window_candidates
+from sdprobe.isolate.session import masks_for, suite_pool, window_candidates
+from sdprobe.metrics.registry import meaning_metric
 
 log = logging.getLogger(__name__)
 DEFAULT_SEED = 1  # replication split seed; differs from the isolation default so the split is new
@@ -43,16 +44,18 @@ class Replication:
     directions: dict[str, DirectionResult]
     verdict: str
     alpha: float
+    metric: str = "oracle"  # the metric that judged this replication
 
     def summary(self) -> dict:
-        return {"meaning": self.meaning, "model": self.model, "size": self.size, "n_prompts": len(self.split),
+        return {"meaning": self.meaning, "model": self.model, "metric": self.metric, "size": self.size,
+                "n_prompts": len(self.split),
                 "verdict": self.verdict, "alpha": self.alpha, "split": "replication",
                 **{d: r.to_dict() for d, r in self.directions.items()}}
 
 
 def replicate(set_file: Path, model: str | None = None, pipe=None, *, n_confirm: int = 96, seed: int = DEFAULT_SEED,
               confirm: ConfirmConfig | None = None, alpha: float = 0.05, pool: Sequence[str] | None = None,
-              device: str = "cpu", progress: bool = True) -> Replication:
+              device: str = "cpu", metric=None, progress: bool = True) -> Replication:
     """Confirm a saved set again, on prompts and seeds it has never been judged on.
 
     Args:
@@ -63,8 +66,11 @@ def replicate(set_file: Path, model: str | None = None, pipe=None, *, n_confirm:
         seed (int): seeds the split and (via ``confirm``) the controls. Default: 1.
         confirm (ConfirmConfig | None): controls and bootstrap. Default: ``ConfirmConfig(seed=seed)``.
         alpha (float): family-wise level over the two directions. Default: 0.05.
-        pool (Sequence[str] | None): prompts to draw from. Default: None, the organism's grammar.
+        pool (Sequence[str] | None): prompts to draw from. Default: None, the judging metric's suite (the
+            prompts stating the set's meaning), or the organism's grammar.
         device (str): where to load the model. Default: ``"cpu"``.
+        metric: the meaning metric that judges the set again; it may differ from the one that found it (a set
+            found through CLIP judged by the oracle). Default: None, the set file's metric with its options.
         progress (bool): progress bars. Default: True.
 
     Raises:
@@ -80,11 +86,13 @@ def replicate(set_file: Path, model: str | None = None, pipe=None, *, n_confirm:
     model = model or ws.model
     sweep = {k: v for k, v in ws.sweep.items() if k in SweepConfig.__dataclass_fields__}
     config = replace(SweepConfig.from_dict(sweep), model=model, device=device)
-    metric = default_metric()
+    if metric is None:
+        metric = meaning_metric(ws.metric, (ws.sweep.get("metric_options") or {}).get(ws.metric), device)
     if ws.meaning not in metric.meanings:
         raise SetFileError(f"{set_file} is about {ws.meaning!r}, which the {metric.name} metric does not read")
     if pipe is None:
         pipe = load_pipeline(model, device=device, dtype=getattr(torch, config.dtype))
+    pool = suite_pool(metric, ws.meaning) if pool is None else pool
     split = confirmation_split(list(ws.splits.values()), n_confirm, seed, pool, name="replication")
     with masks_for(pipe, config) as (masks, _):
         refs = {r.qualified_name: r for m in masks.values() for r in m.refs}
@@ -102,4 +110,4 @@ def replicate(set_file: Path, model: str | None = None, pipe=None, *, n_confirm:
     for r, p in zip(results.values(), holm([r.p_value for r in results.values()])):
         r.p_adjusted = p
     verdict = verdict_of({d: r.to_dict() for d, r in results.items()}, alpha)
-    return Replication(ws.meaning, model, ws.size, split, results, verdict, alpha)
+    return Replication(ws.meaning, model, ws.size, split, results, verdict, alpha, getattr(metric, "name", "metric"))

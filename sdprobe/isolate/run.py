@@ -46,6 +46,7 @@ from sdprobe.isolate.store import (
 from sdprobe.isolate.session import (
     Session,
     candidates_between,
+    suite_pool,
     default_metric,
     metric_meanings,
     open_session,
@@ -102,13 +103,15 @@ def _set_file(session: Session, cs: CriticalSet, metric) -> WeightSet:
 def isolate_in_session(session: Session, meaning: str, config: IsolationConfig, tests: int, metric=None,
                        confirm_pool: Sequence[str] | None = None, progress: bool = True) -> CriticalSet:
     """Search, confirm and save one meaning's critical set in an open session (see :func:`isolate`)."""
-    metric = metric or default_metric()
+    metric = metric or default_metric(session.run, session.device)
     meanings = metric_meanings(metric)
     window = resolve_window(session.run, meaning, config.window)
     cands, base = candidates_between(session, window["start"], window["stop"])
     if cands.n == 0:
         raise DesignError(f"the {window['kind']} window {window['start']}..{window['stop']} of {meaning} holds no "
                           f"candidate weights; choose a wider window (e.g. --window transition)")
+    if confirm_pool is None:
+        confirm_pool = suite_pool(metric, meaning)
     if session.config.prompts and confirm_pool is None:
         raise DesignError(f"{session.run.path} was swept on its own prompts; give prompts the sweep did not use for "
                           "the confirmation split (--confirm-prompts FILE)")
@@ -148,8 +151,10 @@ def isolate(run_dir: Path, meaning: str, pipe=None, config: IsolationConfig | No
         meaning (str): a meaning of the metric (the oracle's: color, shape, position, size).
         pipe: an already loaded pipeline of the run's model. Default: None (loaded from the run's config).
         config (IsolationConfig | None): window, sizes, controls. Default: ``IsolationConfig()``.
-        metric: the meaning metric. Default: None, the organism's oracle.
-        confirm_pool (Sequence[str] | None): prompts for the confirmation split. Default: None, the organism's
+        metric: the meaning metric (any of ``sdprobe.metrics.registry.MEANING_METRICS``). Default: None, the one
+            the sweep measured (``clip-attributes`` with its CLIP and suite, or the oracle).
+        confirm_pool (Sequence[str] | None): prompts for the confirmation split. Default: None, the prompts of the
+            metric's suite that state the meaning, or for the grammar suite and the oracle the organism's
             grammar (required for runs swept on their own prompts).
         device (str | None): where to load the model. Default: the run's device.
         progress (bool): progress bars. Default: True.
@@ -164,11 +169,11 @@ def isolate(run_dir: Path, meaning: str, pipe=None, config: IsolationConfig | No
         collapse in the window.
     """
     config = config or IsolationConfig()
-    metric = metric or default_metric()
+    run = RunDir.open(Path(run_dir), kind="sweep")
+    metric = metric or default_metric(run, device)
     meanings = metric_meanings(metric)
     if meaning not in meanings:
         raise ValueError(f"unknown meaning {meaning!r}; valid: {', '.join(meanings)}, all")
-    run = RunDir.open(Path(run_dir), kind="sweep")
     resolve_window(run, meaning, config.window)  # fail before loading the model
     tests = _family_size(run, [meaning], meanings)
     check_design(config, tests)
@@ -242,9 +247,9 @@ def isolate_all(run_dir: Path, meanings: Sequence[str] | None = None, pipe=None,
         RunError: no thresholds.csv, or no meaning collapses suddenly. DesignError: sizes too small.
     """
     config = config or IsolationConfig()
-    metric = metric or default_metric()
-    known = metric_meanings(metric)
     run = RunDir.open(Path(run_dir), kind="sweep")
+    metric = metric or default_metric(run, device)
+    known = metric_meanings(metric)
     wanted = list(meanings) if meanings else sudden_meanings(run, known)
     for m in wanted:
         if m not in known:

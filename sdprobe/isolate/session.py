@@ -28,11 +28,21 @@ from sdprobe.thresholds.table import largest
 COLLAPSES = ("sudden", "gradual")  # kinds with a window to search
 
 
-def default_metric():
-    """The organism's oracle, the default meaning metric of isolation."""
-    from sdprobe.metrics import OracleMetric
+def default_metric(run: RunDir | None = None, device: str | None = None):
+    """The meaning metric a sweep run measured (e.g. ``clip-attributes`` with the run's CLIP and prompt suite), or
+    the organism's oracle when the run measured none or no run is given."""
+    from sdprobe.metrics.registry import meaning_metric, run_meaning_metric
 
-    return OracleMetric()
+    return meaning_metric("oracle") if run is None else run_meaning_metric(run.config(), device)
+
+
+def suite_pool(metric, meaning: str) -> list[str] | None:
+    """The prompts a confirmation split of ``meaning`` is drawn from: those of the metric's prompt suite that state
+    the meaning, or None (the organism's grammar) for a metric without a listed suite."""
+    suite = getattr(metric, "suite", None)
+    if suite is None or not suite.prompts:
+        return None
+    return [p for p in suite.prompts if meaning in suite.stated(p)]
 
 
 def metric_meanings(metric) -> list[str]:
@@ -53,7 +63,7 @@ def _thresholds(run: RunDir) -> pd.DataFrame:
 
 def sudden_meanings(run: RunDir, meanings: Sequence[str] | None = None) -> list[str]:
     """The meanings that collapse suddenly in the run (``thresholds.csv`` kind ``sudden``)."""
-    meanings = list(meanings or metric_meanings(default_metric()))
+    meanings = list(meanings or metric_meanings(default_metric(run)))
     table = _thresholds(run)
     rows = table[table["metric"].isin(meanings) & (table["kind"] == "sudden")]
     return [m for m in meanings if m in set(rows["metric"])]

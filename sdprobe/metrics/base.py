@@ -63,7 +63,9 @@ class Metric(Protocol):
     def score(self, prompts: Sequence[str], images: np.ndarray, reference: np.ndarray | None = None) -> pd.DataFrame:
         """Score N images (N, H, W, 3) in [0, 1]; ``reference`` holds the unpruned images for the same seeds.
 
-        A metric whose quantities are all per set implements ``score_set(images, reference) -> dict`` instead.
+        A metric whose quantities are all per set implements ``score_set(images, reference) -> dict`` instead. A
+        metric that needs ``reference`` says so with a true ``needs_reference`` attribute; sweeps then generate the
+        unpruned images once.
         """
         ...
 

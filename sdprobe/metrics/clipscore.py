@@ -75,7 +75,7 @@ class CLIPScoreMetric:
         self.description = DEFINITIONS[definition]
         self.device = torch.device(device)
         self.batch_size = batch_size
-        self.model, self.processor = _load(Path(clip_path).expanduser(), self.device)
+        self.model, self.processor = _load(clip_path, self.device)
 
     @torch.no_grad()
     def cosine(self, prompts: Sequence[str], images: np.ndarray) -> np.ndarray:
@@ -104,13 +104,17 @@ class CLIPScoreMetric:
         return pd.DataFrame({"clip_score": value.astype(float)})
 
 
-def _load(path: Path, device: torch.device):
+def _load(clip_path: str | Path, device: torch.device):
     from transformers import CLIPModel, CLIPProcessor
+
+    from sdprobe.metrics.clip_model import ClipLoadError, resolve_clip
 
     how = ("download a CLIP model (e.g. openai/clip-vit-base-patch32) where the network is reachable, copy the "
            "folder here and pass it with --clip-model PATH")
-    if not path.is_dir():
-        raise ModelLoadError(f"CLIP model folder {path} not found; {how}")
+    try:
+        path = resolve_clip(clip_path)
+    except ClipLoadError as exc:
+        raise ModelLoadError(str(exc)) from None
     try:
         from sdprobe.models import quiet_loading
 

@@ -16,6 +16,7 @@ class DistanceMetric:
     name = "distance"
     quantities = {"distance": Quantity(False, floor=1.0)}  # maximal difference
     higher_is_better = directions(quantities)
+    needs_reference = True  # the unpruned images for the same prompts and seeds
 
     def score(self, prompts: Sequence[str], images: np.ndarray, reference: np.ndarray | None = None) -> pd.DataFrame:
         if reference is None:

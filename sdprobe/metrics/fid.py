@@ -124,8 +124,8 @@ class FIDMetric:
 
     Args:
         real_images (str | Path | np.ndarray | Sequence[np.ndarray] | None): a folder of real images, or images
-            in [0, 1]; ``None`` compares against the ``reference`` images passed to :meth:`score_set` (the unpruned
-            model's images for the same prompts and seeds). Default: ``None``.
+            in [0, 1]; ``None`` compares against the ``reference`` images passed to :meth:`score_set` (in sweeps, the
+            unpruned model's images for the same prompts and other seeds). Default: ``None``.
         feature_extractor (nn.Module | None): maps (B, 3, H, W) float images in [0, 1] to (B, D) features;
             ``None`` loads the FID Inception-v3. Default: ``None``.
         inception_weights (str | Path | None): the Inception weights file, when ``feature_extractor`` is ``None``.
@@ -183,6 +183,11 @@ class FIDMetric:
             x = torch.from_numpy(np.nan_to_num(batch.astype(np.float32), nan=0.0)).permute(0, 3, 1, 2)  # (B, 3, H, W)
             rows.append(self.extractor(x.to(self.device)).double())  # (B, D)
         return torch.cat(rows)
+
+    @property
+    def needs_reference(self) -> bool:
+        """Whether :meth:`score_set` needs the unpruned images (no real images were given)."""
+        return self.real_images is None
 
     def _reference_features(self, reference: np.ndarray | None) -> torch.Tensor:
         if self.real_images is None:

@@ -81,3 +81,22 @@ def train_scheduler() -> DDPMScheduler:
 def sample_scheduler() -> DPMSolverMultistepScheduler:
     """The organism's default sampler, saved with the pipeline."""
     return DPMSolverMultistepScheduler(**SCHEDULER_KWARGS, steps_offset=1)  # offset unused by trailing spacing
+
+
+CLIP_PATCH = 8  # vision patch side: a 4x4 grid of patches over the 32x32 image, two per quadrant side
+CLIP_VISION_WIDTH = 96
+CLIP_WIDTH = 64  # text width and joint embedding size
+
+
+def clip(vocab_size: int, bos_id: int, eos_id: int):
+    """The tiny-shapes CLIP (``builtin:tiny-shapes-clip``): a 4-layer ViT over 8x8 patches and a 2-layer text tower
+    on the organism's tokenizer, joined in a 64-dimensional embedding."""
+    from transformers import CLIPConfig, CLIPModel
+
+    text = dict(vocab_size=vocab_size, hidden_size=CLIP_WIDTH, intermediate_size=4 * CLIP_WIDTH, num_hidden_layers=2,
+                num_attention_heads=4, max_position_embeddings=MAX_LENGTH, projection_dim=CLIP_WIDTH,
+                bos_token_id=bos_id, eos_token_id=eos_id, pad_token_id=eos_id)
+    vision = dict(image_size=RESOLUTION, patch_size=CLIP_PATCH, hidden_size=CLIP_VISION_WIDTH,
+                  intermediate_size=4 * CLIP_VISION_WIDTH, num_hidden_layers=4, num_attention_heads=4,
+                  projection_dim=CLIP_WIDTH)
+    return CLIPModel(CLIPConfig(text_config=text, vision_config=vision, projection_dim=CLIP_WIDTH))

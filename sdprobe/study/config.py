@@ -45,7 +45,8 @@ class IsolationSpec:
     sweep: str = "te-magnitude"  # the sweep whose collapses are isolated
     meanings: list[str] | None = field(default_factory=lambda: ["color"])  # None: every sudden meaning. One set that
     # replicates costs 2 x (200 + 50) confirmation evaluations, so the default study isolates one meaning
-    window: str = "transition"  # candidates: s_hold..s_fail of the collapse ("transition") or s_lo..s_hi ("bracket")
+    window: str | list[float] = "transition"  # candidates: s_hold..s_fail of the collapse ("transition"), s_lo..s_hi
+    # ("bracket"), or two sweep levels [start, stop]
     search_prompts: int | None = 16  # search-split prompts (the sweep's first ones); None: all
     confirm_prompts: int = 96  # confirmation-split prompts, fresh prompts and seeds (>= 80% power, see the README)
     controls: int = 200  # the most random control sets per direction (sequential: fewer when the set is clearly null)
@@ -58,7 +59,8 @@ class IsolationSpec:
         from sdprobe.evidence import ConfirmConfig
         from sdprobe.isolate import IsolationConfig
 
-        return IsolationConfig(window=self.window, n_search=self.search_prompts, n_confirm=self.confirm_prompts,
+        window = self.window if isinstance(self.window, str) else tuple(self.window)
+        return IsolationConfig(window=window, n_search=self.search_prompts, n_confirm=self.confirm_prompts,
                                confirm=ConfirmConfig(n_controls=self.controls, n_matched=self.matched, seed=seed),
                                effect=self.effect, max_evaluations=self.max_evaluations, seed=seed)
 
@@ -92,7 +94,7 @@ class StudyConfig:
     n_prompts: int = 32  # prompts per sweep level
     metrics: list[str] = field(default_factory=lambda: ["oracle", "distance"])
     metric_options: dict[str, dict] = field(default_factory=dict)  # metric -> constructor kwargs, e.g. clip_path
-    prompts_file: str | None = None  # one prompt per line; None: the organism's grammar
+    prompts_file: str | None = None  # one prompt per line, or a prompt suite (.toml); None: the organism's grammar
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     sweeps: list[SweepSpec] = field(default_factory=list)
     isolation: IsolationSpec | None = field(default_factory=IsolationSpec)
@@ -117,16 +119,31 @@ class StudyConfig:
                            metrics=self.metrics, metric_options=self.metric_options, generation=self.generation, device=self.device, dtype=self.dtype)
 
     def prompts(self) -> list[str] | None:
-        """The prompts of ``prompts_file`` (first ``n_prompts``), or None for the organism's grammar."""
+        """The prompts of ``prompts_file``, or None for the organism's grammar: a text file's first ``n_prompts``
+        lines, or ``n_prompts`` of a prompt suite's (``.toml``) prompts drawn without replacement with the study's
+        seed (a suite lists its prompts by category, so its first ones would all be of one kind)."""
         if self.prompts_file is None:
             return None
+        import numpy as np
+
+        from sdprobe.suites import read_prompts
+
         path = Path(self.prompts_file)
         if not path.exists():
             raise FileNotFoundError(f"prompts_file {path} not found")
-        lines = [line.strip() for line in read_text(path, "prompts_file").splitlines() if line.strip()]
-        if not lines:
-            raise ValueError(f"prompts_file {path} holds no prompt")
-        return lines[: self.n_prompts]
+        prompts = read_prompts(path, "prompts_file")
+        if path.suffix.lower() == ".toml":
+            order = np.random.default_rng(self.seed).permutation(len(prompts))
+            prompts = [prompts[i] for i in order]
+        return prompts[: self.n_prompts]
+
+    def clip_model(self) -> str | None:
+        """The CLIP the study's CLIP metrics read with (their ``clip_path``): bias probes classified by CLIP and
+        their heads use it too. None when no metric names one."""
+        from sdprobe.metrics.registry import CLIP_METRICS
+
+        paths = [o["clip_path"] for n, o in self.metric_options.items() if n in CLIP_METRICS and "clip_path" in o]
+        return paths[0] if paths else None
 
     def to_dict(self) -> dict:
         return asdict(self)

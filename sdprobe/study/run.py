@@ -97,8 +97,8 @@ class Study:
         cfg = BiasRunConfig(probe=spec.probe, model=self.config.model, n_images=spec.n_images, seed=self.config.seed,
                             components=tuple(spec.components), methods=tuple(spec.methods),
                             sparsities=tuple(spec.sparsities), generation=self.config.generation)
-        run_bias(self.pipe, probe, make_classifier(probe, device=self.config.device), cfg, self.out / "bias",
-                 progress=self.progress)
+        run_bias(self.pipe, probe, make_classifier(probe, self.config.clip_model(), self.config.device), cfg,
+                 self.out / "bias", progress=self.progress)
         return f"probe {spec.probe}"
 
     def bias_weights(self) -> str:
@@ -111,10 +111,12 @@ class Study:
 
         spec = self.config.bias
         probe = load_bias_probe(spec.probe)
-        classify = make_classifier(probe, device=self.config.device)
+        clip = self.config.clip_model() if probe.classifier == "clip" else None
+        classify = make_classifier(probe, clip, self.config.device)
+        head = make_head(self.pipe, clip_model=clip, classes=None if clip is None else {probe.attribute: probe.classes})
         run = RunDir.open(self.out / "bias")
         search = BiasSearchConfig(generation=self.config.generation, seed=self.config.seed)
-        result = find_bias_critical(self.pipe, probe, classify, make_head(self.pipe), search,
+        result = find_bias_critical(self.pipe, probe, classify, head, search,
                                     exclude_seeds=run_seeds(run.config()), progress=self.progress)
         folder = write_bias_critical(run, probe, result)
         s, c = read_json(folder / "summary.json"), result.summary["confirmation"]

@@ -24,6 +24,7 @@ from tqdm.auto import tqdm
 
 from sdprobe import provenance
 from sdprobe.architecture import select
+from sdprobe.checks import MAX_SEED
 from sdprobe.distributed import Processes, current
 from sdprobe.errors import RunError
 from sdprobe.generate import generate
@@ -105,15 +106,36 @@ def _generate_all(pipe, config: SweepConfig, prompts, seeds, processes: Processe
                                    len(prompts))
 
 
+REFERENCE_SEED_OFFSET = 1_000_003  # set metrics' reference: the dense model's images of these other seeds
+
+
+def _references(pipe, config, prompts, seeds, procs, metrics) -> tuple[np.ndarray | None, np.ndarray | None]:
+    """The unpruned images the metrics compare with, generated once: ``(paired, independent)``.
+
+    Per-image metrics (``distance``) compare each image with the dense image of the same prompt and seed. Set
+    metrics (FID, fd-clip without real images) compare with the dense images of the same prompts and *other*
+    seeds: an independent sample of the dense model, so the dense level measures the sampling floor instead of a
+    distance of exactly zero between a set and itself.
+    """
+    wanted = [m for m in metrics if getattr(m, "needs_reference", False)]
+    paired = any(not set_quantities(m) for m in wanted)
+    independent = any(set_quantities(m) for m in wanted)
+    other = [(s + REFERENCE_SEED_OFFSET) % (MAX_SEED + 1) for s in seeds]
+    return (_generate_all(pipe, config, prompts, seeds, procs) if paired else None,
+            _generate_all(pipe, config, prompts, other, procs) if independent else None)
+
+
 def _score_level(pipe, config, masks, level, prompts, seeds, images, reference, metrics):
-    """Score one level's images; returns (image rows, per-tensor sparsity table, per-set values)."""
+    """Score one level's images against ``reference`` (see :func:`_references`); returns (image rows, per-tensor
+    sparsity table, per-set values)."""
+    paired, independent = reference
     table = pd.DataFrame({"level": level, "prompt": prompts, "seed": seeds, "index": np.arange(len(prompts))})
     sets: dict[str, float] = {}
     for metric in metrics:
         if set_quantities(metric):
-            sets.update(metric.score_set(images, reference))
+            sets.update(metric.score_set(images, independent))
         else:
-            table = pd.concat([table, metric.score(prompts, images, reference)], axis=1)
+            table = pd.concat([table, metric.score(prompts, images, paired)], axis=1)
     stats, layers = {}, []
     scope_zero = scope_numel = 0
     for component, mask in masks.items():
@@ -200,8 +222,7 @@ def run_sweep(pipe, config: SweepConfig, out, progress: bool = True, processes: 
     samples = {"prompts": prompts[:n_samples], "seeds": seeds[:n_samples]}
     run = procs.on_main(functools.partial(_open_run, out, config, higher, samples))
     procs.on_main(functools.partial(provenance.record, run.path, pipe, config.model))
-    distance = any(m.name == "distance" for m in metrics)
-    reference = _generate_all(pipe, config, prompts, seeds, procs) if distance else None
+    reference = _references(pipe, config, prompts, seeds, procs, metrics)
 
     with progressive_masks(pipe, config, calibration_prompts(config, prompts), store) as masks:
         todo = procs.on_main(lambda: [lv for lv in config.grid() if not run.has_level(lv)])

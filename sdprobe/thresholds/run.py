@@ -15,6 +15,7 @@ from typing import Mapping, Sequence
 
 import pandas as pd
 
+from sdprobe.errors import SdprobeError
 from sdprobe.io import atomic_write_text
 from sdprobe.metrics.base import Quantity
 from sdprobe.metrics.registry import declared_quantities
@@ -31,8 +32,8 @@ def run_quantities(run: RunDir, floors: Mapping[str, float] | None = None) -> di
     """Every metric column of a run with what detection must know about it (declared, then overridden)."""
     config = run.config()
     try:
-        declared = declared_quantities(list(config.get("metrics", [])))
-    except ValueError:
+        declared = declared_quantities(list(config.get("metrics", [])), config.get("metric_options"))
+    except (ValueError, SdprobeError):
         declared = {}
     table, sets = run.results(), run.sets()
     image_cols = metric_columns(table)
