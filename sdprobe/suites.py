@@ -119,6 +119,12 @@ class PromptSuite:
         record = self.record(prompt)
         return {v: spec.template.format(**{**record, "value": v}) for v in spec.values}
 
+    def standalone(self) -> dict[str, dict[str, str]]:
+        """Attribute -> {value: description} for every attribute whose template needs no field of a prompt
+        (``"a {value} shape"``): the classes of a CLIP reader that sees no prompt (bias probes, attribution heads)."""
+        return {a: {v: spec.template.format(value=v) for v in spec.values}
+                for a, spec in self.attributes.items() if not spec.fields()}
+
     def check(self, prompts: Sequence[str], meanings: Sequence[str] | None = None) -> None:
         """Every prompt is labelled and every meaning asked for is an attribute some prompt states.
 

@@ -83,6 +83,11 @@ def inputs(organism_dir, tmp_path_factory) -> dict[str, Path]:
     (clip / "config.json").write_text('{"model_type": "clip"}')
     (clip / "pytorch_model.bin").write_bytes(pickle.dumps(Payload(marker)))
     paths["pickle_clip"] = clip
+    (root / "suite.toml").write_text('[attributes.object]\nvalues = ["dog", "cat"]\ntemplate = "a photo of a {value}"\n'
+                                     '[[prompts]]\nprompt = "a photo of a dog"\nobject = "dog"\n')
+    paths["suite"] = root / "suite.toml"
+    (root / "prompts.txt").write_text("a photo of a dog\na photo of a horse\n")
+    paths["prompts"] = root / "prompts.txt"
     sweep = write_sweep(root / "sweep")
     paths["sweep"] = sweep
     broken = root / "broken-run"
@@ -177,7 +182,7 @@ CASES = [
     ([*SWEEP, "--component", "vae"], "invalid choice: 'vae'"),
     ([*SWEEP, "--select", "text_encoder.nope"], "unknown filter 'nope' in selector 'text_encoder.nope'"),
     ([*SWEEP, "--select", "unet.attn2"], "outside --component text_encoder"),
-    ([*SWEEP, "--metrics", "nope"], "unknown metric 'nope'"),
+    ([*SWEEP, "--metrics", "nope"], "invalid choice: 'nope'"),
     ([*SWEEP, "--metrics", "oracle", "unreadable"], "metrics 'oracle' and 'unreadable' both measure 'unreadable'"),
     ([*SWEEP, "--store", "cloud"], "invalid choice: 'cloud'"),
     ([*SWEEP, "--device", "cuda"], "CUDA is not available here"),
@@ -308,6 +313,26 @@ CASES = [
     ([*TRAIN, "--vae-checkpoint", "{evil_safetensors}"], "evil.safetensors"),
     ([*TRAIN, "--vae-checkpoint", "{root}/missing.safetensors"], "missing.safetensors"),
     (["train-organism", "-o", "{file}/organism"], "Not a directory"),
+    # train-clip
+    (["train-clip", "-o", "{out}/clip", "--steps", "0"], "--steps: must be a positive integer, got 0"),
+    (["train-clip", "-o", "{out}/clip", "--lr", "nan"], "--lr: must be a finite number"),
+    (["train-clip", "-o", "{file}/clip", "--steps", "1", "--batch-size", "2"], "Not a directory"),
+    # meaning metrics: CLIP readers and prompt suites
+    ([*SWEEP, "--metrics", "clip-attributes"], "reads images with CLIP: give a CLIP model"),
+    ([*SWEEP, "--metrics", "clip-attributes", "--clip-model", "{root}/no-clip"], "CLIP model folder"),
+    ([*SWEEP, "--metrics", "clip-attributes", "--clip-model", "{root}"], "not a CLIP model folder (no config.json)"),
+    ([*SWEEP, "--metrics", "fd-clip", "--clip-model", "{pickle_clip}"], "no file named model.safetensors"),
+    ([*SWEEP, "--metrics", "clip-attributes", "--clip-model", "{model}/text_encoder"], "not a CLIP model"),
+    ([*SWEEP, "--metrics", "clip-attributes", "--clip-model", "builtin:tiny-shapes-clip", "--suite", "{root}/x.toml"],
+     "prompt suite file"),
+    ([*SWEEP, "--metrics", "clip-attributes", "--clip-model", "builtin:tiny-shapes-clip", "--suite", "builtin:coco"],
+     "unknown built-in prompt suite"),
+    ([*SWEEP, "--metrics", "clip-attributes", "--clip-model", "builtin:tiny-shapes-clip", "--suite", "{suite}",
+      "--prompts", "{prompts}"], "is not in the prompt suite"),
+    ([*ISO, "--metric", "clipscore"], "invalid choice: 'clipscore'"),
+    ([*ISO, "--clip-model", "builtin:tiny-shapes-clip"], "give --metric clip-attributes with them"),
+    ([*ISO, "--metric", "clip-attributes", "--clip-model", "builtin:tiny-shapes-clip", "--suite", "{suite}"],
+     "labels no"),
     # evaluate
     ([*EVAL, "--seed", "-1"], "--seed: must be an integer in [0,"),
     ([*EVAL, "--guidance", "inf"], "--guidance: must be a finite number, got inf"),

@@ -108,6 +108,11 @@ def test_the_parser_choices_are_the_library_constants():
 
     assert (choices.METHODS, choices.STORES, choices.PRIORS) == (METHODS, STORES, PRIORS)
     assert choices.METRICS == tuple(REGISTRY) and choices.MEANING_METRICS == MEANING_METRICS
+    from dataclasses import asdict
+
+    from sdprobe.organism.train_clip import ClipTrainConfig
+
+    assert choices.CLIP_TRAINING == {k: v for k, v in asdict(ClipTrainConfig()).items() if k in choices.CLIP_TRAINING}
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["sweep", "--help"], ["isolate", "--help"], ["attribute", "--help"]])

@@ -58,6 +58,7 @@ class BiasRunConfig:
     generation: GenerationConfig = field(default_factory=GenerationConfig)
     set_file: str | None = None  # a weight-set file to apply, scaled by each of ``alphas``
     alphas: tuple[float, ...] = ()  # the set's weights x alpha (0 removes it)
+    classifier: str | None = None  # the meaning metric that classified (oracle, clip-attributes); None: the probe's
 
     def __post_init__(self) -> None:
         from sdprobe.architecture import COMPONENTS

@@ -17,6 +17,7 @@ COMMANDS = (  # module names under sdprobe.cli, in the order --help lists them
     "generate",
     "evaluate",
     "train_organism",
+    "train_clip",
     "sweep",
     "thresholds",
     "isolate",

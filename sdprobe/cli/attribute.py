@@ -43,6 +43,9 @@ def add_parser(sub) -> None:
     p.add_argument("--latent-probe", type=Path, default=None,
                    help="latent probe file scoring the meaning (default: the built-in organism probe)")
     add_clip_arg(p)
+    p.add_argument("--suite", default="builtin:tiny-shapes", metavar="SUITE",
+                   help="with --clip-model: the prompt suite whose templates describe each value to CLIP "
+                        "(default: %(default)s)")
     p.add_argument("--gradient-checkpointing", action="store_true", help="recompute UNet calls to save memory")
     p.add_argument("-o", "--out", type=Path, default=None, help="output run folder (default: runs/attribute-TARGET)")
     p.set_defaults(func=run)
@@ -107,7 +110,7 @@ def run(args: argparse.Namespace) -> int:
     prompts, values = _prompts(args)
     seeds = args.seed if len(args.seed) > 1 else [args.seed[0] + i for i in range(len(prompts))]
     pipe = load(args)
-    head = make_head(pipe, probe=args.latent_probe, clip_model=args.clip_model)
+    head = make_head(pipe, probe=args.latent_probe, clip_model=args.clip_model, suite=args.suite)
     if args.target not in head.attributes:
         raise ValueError(f"unknown target {args.target!r}; valid: {', '.join(head.attributes)}")
     config = AttributionConfig(

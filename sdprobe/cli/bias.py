@@ -28,6 +28,12 @@ def add_parser(sub) -> None:
     p.add_argument("--bootstrap", type=positive_int, default=2000, help="bootstrap resamples (default: %(default)s)")
     p.add_argument("--seed", type=SEED, default=0, help="first image seed (default: %(default)s)")
     add_clip_arg(p)
+    p.add_argument("--metric", choices=("oracle", "clip-attributes"), default=None,
+                   help="classify with this meaning metric instead of the probe's own classifier (clip-attributes "
+                        "reads an oracle probe with --clip-model, describing values by --suite's template)")
+    p.add_argument("--suite", default="builtin:tiny-shapes", metavar="SUITE",
+                   help="prompt suite whose template describes the values for --metric clip-attributes "
+                        "(default: %(default)s)")
     p.add_argument("--set", type=Path, default=None, dest="set_file",
                    help="a weight-set file (critical/<group>/set.json) to apply at --alphas")
     p.add_argument("--alphas", type=UNIT, nargs="+", default=(0.0,),
@@ -83,6 +89,10 @@ def run_bias_command(args: argparse.Namespace) -> int:
     from sdprobe.cli.common import load
 
     probe = load_bias_probe(args.probe)
+    if args.metric == "clip-attributes" and probe.classifier == "oracle":
+        from sdprobe.bias.classify import suite_classes
+
+        suite_classes(probe, args.suite)  # a suite that cannot describe the values fails before the model loads
     if args.set_file is not None:
         from sdprobe.evidence import read_set_file
 
@@ -91,9 +101,9 @@ def run_bias_command(args: argparse.Namespace) -> int:
                            components=tuple(args.components), methods=tuple(args.methods),
                            sparsities=tuple(args.sparsities), n_boot=args.bootstrap, generation=generation_config(args),
                            set_file=None if args.set_file is None else str(args.set_file),
-                           alphas=tuple(args.alphas) if args.set_file is not None else ())
+                           alphas=tuple(args.alphas) if args.set_file is not None else (), classifier=args.metric)
     pipe = load(args)
-    classify = make_classifier(probe, args.clip_model, args.device)
+    classify = make_classifier(probe, args.clip_model, args.device, metric=args.metric, suite=args.suite)
     run = run_bias(pipe, probe, classify, config, args.out)
     print(run.path)
     return 0

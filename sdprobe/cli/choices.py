@@ -6,3 +6,4 @@ STORES = ("auto", "memory", "cpu", "disk")  # prune.storage
 PRIORS = ("score", "magnitude")  # isolate.config
 METRICS = ("oracle", "distance", "clipscore", "fid", "unreadable", "clip-attributes", "fd-clip")  # metrics.registry
 MEANING_METRICS = ("oracle", "clip-attributes")  # metrics.registry
+CLIP_TRAINING = {"seed": 0, "steps": 3000, "batch_size": 256, "lr": 1e-3}  # organism.train_clip.ClipTrainConfig

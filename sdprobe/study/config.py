@@ -137,6 +137,17 @@ class StudyConfig:
             prompts = [prompts[i] for i in order]
         return prompts[: self.n_prompts]
 
+    def meaning_metric(self) -> str | None:
+        """The first of the study's metrics that judges meanings (oracle, clip-attributes); bias probes are
+        classified by it. None when the study measures none."""
+        from sdprobe.metrics.registry import MEANING_METRICS
+
+        return next((m for m in self.metrics if m in MEANING_METRICS), None)
+
+    def suite(self) -> str:
+        """The prompt suite of the study's clip-attributes metric (the organism's grammar by default)."""
+        return self.metric_options.get("clip-attributes", {}).get("suite", "builtin:tiny-shapes")
+
     def clip_model(self) -> str | None:
         """The CLIP the study's CLIP metrics read with (their ``clip_path``): bias probes classified by CLIP and
         their heads use it too. None when no metric names one."""

@@ -94,11 +94,13 @@ class Study:
 
         spec = self.config.bias
         probe = load_bias_probe(spec.probe)
+        metric = self.config.meaning_metric()
         cfg = BiasRunConfig(probe=spec.probe, model=self.config.model, n_images=spec.n_images, seed=self.config.seed,
                             components=tuple(spec.components), methods=tuple(spec.methods),
-                            sparsities=tuple(spec.sparsities), generation=self.config.generation)
-        run_bias(self.pipe, probe, make_classifier(probe, self.config.clip_model(), self.config.device), cfg,
-                 self.out / "bias", progress=self.progress)
+                            sparsities=tuple(spec.sparsities), generation=self.config.generation, classifier=metric)
+        classify = make_classifier(probe, self.config.clip_model(), self.config.device, metric=metric,
+                                   suite=self.config.suite())
+        run_bias(self.pipe, probe, classify, cfg, self.out / "bias", progress=self.progress)
         return f"probe {spec.probe}"
 
     def bias_weights(self) -> str:
@@ -112,7 +114,8 @@ class Study:
         spec = self.config.bias
         probe = load_bias_probe(spec.probe)
         clip = self.config.clip_model() if probe.classifier == "clip" else None
-        classify = make_classifier(probe, clip, self.config.device)
+        classify = make_classifier(probe, self.config.clip_model(), self.config.device,
+                                   metric=self.config.meaning_metric(), suite=self.config.suite())
         head = make_head(self.pipe, clip_model=clip, classes=None if clip is None else {probe.attribute: probe.classes})
         run = RunDir.open(self.out / "bias")
         search = BiasSearchConfig(generation=self.config.generation, seed=self.config.seed)
