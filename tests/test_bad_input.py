@@ -332,7 +332,11 @@ CASES = [
     ([*ISO, "--metric", "clipscore"], "invalid choice: 'clipscore'"),
     ([*ISO, "--clip-model", "builtin:tiny-shapes-clip"], "give --metric clip-attributes with them"),
     ([*ISO, "--metric", "clip-attributes", "--clip-model", "builtin:tiny-shapes-clip", "--suite", "{suite}"],
-     "labels no"),
+     "unknown meaning 'color'; valid: object"),
+    ([*BIAS, "--metric", "clip-attributes", "--clip-model", "builtin:tiny-shapes-clip", "--suite", "{suite}"],
+     "cannot describe every 'color'"),
+    ([*BIAS, "--metric", "oracle", "--probe", "occupations"], "the oracle reads only the organism's attributes"),
+    ([*ATTR, "--clip-model", "builtin:tiny-shapes-clip", "--suite", "{root}/none.toml"], "prompt suite file"),
     # evaluate
     ([*EVAL, "--seed", "-1"], "--seed: must be an integer in [0,"),
     ([*EVAL, "--guidance", "inf"], "--guidance: must be a finite number, got inf"),

@@ -225,3 +225,34 @@ def test_organism_negative_control_a_window_without_collapse_yields_no_set(tmp_p
     with pytest.raises(NothingToIsolate, match="on the search split"):
         isolate(run.path, "color", pipe=pipe, config=cfg, confirm_pool=pool, progress=False)
     assert not (run.path / "critical" / "color" / "summary.json").exists()
+
+
+def test_a_set_is_judged_by_its_own_metric_or_by_another(tmp_path, tiny_organism, tiny_clip):
+    """Meaning metrics are plug-ins: a set found through clip-attributes is re-judged by it by default (with the
+    CLIP and suite its sweep recorded), and by the oracle when asked."""
+    from sdprobe.evidence import WeightSet, write_set_file
+    from sdprobe.isolate import replicate
+    from sdprobe.isolate.session import default_metric
+    from sdprobe.metrics.clip_attributes import ClipAttributesMetric
+
+    run = make_run(tmp_path / "run")
+    with open_session(run.path, pipe=tiny_organism) as session:
+        cands, _ = candidates_between(session, S_LO, S_HI)
+        some = cands.to_dict(np.arange(2))
+        shapes = {n: tuple(session.refs[n].weight.shape) for n in some}
+    sweep = {**run.config(), "metrics": ["clip-attributes"],
+             "metric_options": {"clip-attributes": {"clip_path": str(tiny_clip)}}}
+    ws = WeightSet(kind="critical", model="builtin:tiny-shapes", meaning="color", method="magnitude", sweep=sweep,
+                   window={"kind": "given", "start": S_LO, "stop": S_HI}, weights=some, shapes=shapes,
+                   splits={"search": run_split(run)}, metric="clip-attributes")
+    path = write_set_file(tmp_path / "set.json", ws)
+    small = dict(pipe=tiny_organism, n_confirm=3, pool=POOL, confirm=ConfirmConfig(n_controls=5, n_matched=1),
+                 progress=False)
+    assert replicate(path, **small).summary()["metric"] == "clip-attributes"
+    assert replicate(path, metric=OracleMetric(), **small).summary()["metric"] == "oracle"
+    # an isolation judges with the meaning metric its sweep measured
+    assert isinstance(default_metric(run), OracleMetric)
+    config = json.loads((run.path / "config.json").read_text())
+    (run.path / "config.json").write_text(json.dumps({**config, "metrics": ["clip-attributes", "distance"],
+                                                      "metric_options": sweep["metric_options"]}))
+    assert isinstance(default_metric(RunDir.open(run.path)), ClipAttributesMetric)

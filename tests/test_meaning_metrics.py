@@ -168,3 +168,49 @@ def test_agreement_counts_readings_on_readable_images_and_verdicts_on_all():
     assert (row["n"], row["n_readable"]) == (3, 2)
     assert row["reading"] == 0.5 and row["verdict"] == pytest.approx(2 / 3)
     assert row["metric_accuracy"] == pytest.approx(2 / 3) and row["oracle_accuracy"] == pytest.approx(1 / 3)
+
+
+# --- bias and attribution read through CLIP ---------------------------------------------------------------------
+def test_the_planted_bias_read_by_clip_matches_the_oracle():
+    """The default color probe, classified by the shipped CLIP (clip-attributes) instead of the oracle, on the
+    organism's color-less circles: both readers see the planted red."""
+    from sdprobe.bias import load_bias_probe, make_classifier
+    from sdprobe.generate import GenerationConfig, generate
+    from sdprobe.models import load_pipeline
+
+    probe = load_bias_probe("default-color")
+    prompts = [p for g in probe.groups if g.name == "circle" for p in g.prompts] * 4
+    images = generate(load_pipeline("builtin:tiny-shapes"), prompts, list(range(500, 500 + len(prompts))),
+                      GenerationConfig())
+    by_oracle = make_classifier(probe)(images)
+    by_clip = make_classifier(probe, "builtin:tiny-shapes-clip", metric="clip-attributes")(images)
+    same = np.mean([a == b for a, b in zip(by_oracle, by_clip) if a is not None])
+    assert same >= 0.95, same
+    assert by_clip.count("red") / len(by_clip) >= 0.6  # the planted 0.8, within sampling noise
+
+
+def test_a_clip_head_describes_values_with_the_suite(tiny_organism):
+    from sdprobe.attribution.heads import make_head
+
+    head = make_head(tiny_organism, clip_model="builtin:tiny-shapes-clip")
+    assert head.attributes["color"] == ("red", "green", "blue", "yellow", "purple", "cyan")
+    assert set(head.attributes) == set(MEANINGS)
+    with pytest.raises(SuiteError):
+        make_head(tiny_organism, clip_model="builtin:tiny-shapes-clip", suite="builtin:nope")
+
+
+def test_clip_training_runs_a_few_steps_reproducibly(tmp_path):
+    import torch
+    from safetensors.torch import load_file
+    from transformers import CLIPModel, CLIPProcessor
+
+    from sdprobe.organism.train_clip import ClipTrainConfig, train_clip
+
+    cfg = ClipTrainConfig(steps=3, batch_size=8, warmup=1, threads=1)
+    for name in ("a", "b"):
+        train_clip(tmp_path / name, cfg)
+    a, b = (load_file(str(tmp_path / n / "model.safetensors")) for n in ("a", "b"))
+    assert a.keys() == b.keys() and all(torch.equal(a[k], b[k]) for k in a)
+    CLIPModel.from_pretrained(tmp_path / "a")  # a stock CLIP folder, processor included
+    CLIPProcessor.from_pretrained(tmp_path / "a")
+    assert not (tmp_path / "a.tokenizer").exists() and not (tmp_path / "a.tmp").exists()
