@@ -38,6 +38,10 @@ def run_quantities(run: RunDir, floors: Mapping[str, float] | None = None) -> di
     table, sets = run.results(), run.sets()
     image_cols = metric_columns(table)
     set_cols = [] if sets is None else [c for c in metric_columns(sets, SET_BOOKKEEPING)]
+    named = config.get("higher_is_better")
+    if isinstance(named, dict) and named:  # the run names its metrics: other numeric columns are diagnostics
+        image_cols = [c for c in image_cols if c in named]  # (e.g. clip-attributes' margin_<meaning>)
+        set_cols = [c for c in set_cols if c in named]
     defaults = default_higher_is_better(image_cols + set_cols)
     stated = config.get("higher_is_better", {})
     all_floors = {**config.get("floor", {}), **(floors or {})}
