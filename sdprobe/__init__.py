@@ -11,6 +11,8 @@ The public API, one verb per module:
 - isolate: :func:`sdprobe.isolate.isolate`, :func:`isolate_all`, :func:`load_critical_set`
 - explain and probe bias: :mod:`sdprobe.attribution`, :mod:`sdprobe.bias`
 - report: :func:`make_report`; everything at once: :func:`run_study`
+- judge meanings: :func:`meaning_metric` (the organism's oracle, or ``clip-attributes`` for any model, reading a
+  prompt suite from :func:`load_suite`)
 - the organism's world and oracle: :mod:`sdprobe.world`
 
 Heavy modules are imported on first use, so ``import sdprobe`` stays fast. ``generate``, ``prune`` and ``isolate``
@@ -49,6 +51,8 @@ _EXPORTS = {
     "load_study_config": "sdprobe.study",
     "RunDir": "sdprobe.runs",
     "OracleMetric": "sdprobe.metrics",
+    "meaning_metric": "sdprobe.metrics",
+    "load_suite": "sdprobe.suites",
     "evaluate_organism": "sdprobe.evaluate",
 }
 

@@ -48,8 +48,9 @@ def add_parser(sub) -> None:
                     "numbers are headline numbers. Writes RUN_DIR/critical/<meaning>/ (set.json is the shareable "
                     "set file). Every evaluation is logged, so the same command resumes.")
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", nargs="?", help="a sweep run directory with thresholds.csv")
-    p.add_argument("--meaning", default=None, help="a meaning of the metric (color, shape, position, size), or "
-                                                   "'all' = every meaning that collapses suddenly")
+    p.add_argument("--meaning", default=None, help="a meaning of the metric (the oracle's color, shape, position, "
+                                                   "size, or a prompt suite's attributes), or 'all' = every meaning "
+                                                   "that collapses suddenly")
     p.add_argument("--replicate", type=Path, default=None, metavar="FILE",
                    help="re-test a saved set file on new prompts and seeds (no RUN_DIR needed)")
     p.add_argument("--model", default=None, help="with --replicate: the model to test (default: the set file's)")
