@@ -162,6 +162,21 @@ def scope_label(config: dict) -> str:
     return " & ".join(parts)
 
 
+def judge_label(config: dict) -> str:
+    """Who judged a sweep's meanings, e.g. ``oracle (exact)`` or ``clip-attributes (CLIP builtin:tiny-shapes-clip,
+    suite analyses/prompts/compositional.toml)``; ``none`` when the sweep measured no meaning metric."""
+    from sdprobe.cli.choices import MEANING_METRICS  # the registry's names, without importing the metrics (torch)
+
+    names = [m for m in config.get("metrics", []) if m in MEANING_METRICS]
+    if not names:
+        return "none (no meaning metric)"
+    if names[0] == "oracle":
+        return "oracle (the organism's exact reader)"
+    options = (config.get("metric_options") or {}).get(names[0], {})
+    return (f"{names[0]} (CLIP {options.get('clip_path', '?')}, suite {options.get('suite', 'builtin:tiny-shapes')}; "
+            "zero-shot, see its agreement with the oracle in the README)")
+
+
 @dataclass
 class Comparison:
     """Sweeps of the same scope with different methods."""

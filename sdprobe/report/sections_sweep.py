@@ -45,6 +45,7 @@ def config_section(run: RunData, opts: ReportOptions) -> Section:
     status = [["kind", run.kind], ["state", run.state], ["folder", str(run.path)]]
     if run.kind == "sweep":
         status.append(["pruned", compute.scope_label(run.config)])
+        status.append(["meanings judged by", compute.judge_label(run.config)])
         results = run.table("results")
         if results is not None:
             status.append(["levels evaluated", str(results["level"].nunique())])
