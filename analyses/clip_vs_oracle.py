@@ -81,13 +81,14 @@ def main() -> int:
     p.add_argument("--oracle-set", type=Path, default=Path("reports/sets/te-magnitude-color.json"))
     p.add_argument("--out", type=Path, default=Path("reports/clip-vs-oracle.json"))
     p.add_argument("--images", type=int, default=256, help="images per sparsity for the reading agreement")
+    p.add_argument("--search", type=int, default=16, help="search-split prompts of the CLIP-judged isolation")
     p.add_argument("--skip-isolation", action="store_true")
     p.add_argument("--skip-agreement", action="store_true", help="reuse the agreement table of --out")
     args = p.parse_args()
 
     pipe = load_pipeline("builtin:tiny-shapes")
     reader = meaning_metric("clip-attributes", {"clip_path": CLIP})
-    out: dict = {"clip": CLIP}
+    out: dict = {"clip": CLIP, "search_prompts": args.search}
     if args.skip_agreement:
         out["agreement"] = json.loads(args.out.read_text())["agreement"]
     else:
@@ -108,10 +109,10 @@ def main() -> int:
     args.out.write_text(json.dumps(out, indent=1, default=str) + "\n")  # kept if the isolation is interrupted
 
     if not args.skip_isolation:
-        run = args.clip.with_name(args.clip.name + "-window") / "te-magnitude"  # the study's own isolation stays
+        run = args.clip.with_name(f"{args.clip.name}-window-search{args.search}") / "te-magnitude"  # the study's own stays
         if not run.exists():
             shutil.copytree(args.clip / "te-magnitude", run, ignore=shutil.ignore_patterns("critical", ".lock"))
-        cs = isolate(run, "color", pipe, IsolationConfig(window=WINDOW, n_search=16, max_evaluations=300, **DESIGN,
+        cs = isolate(run, "color", pipe, IsolationConfig(window=WINDOW, n_search=args.search, max_evaluations=300, **DESIGN,
                                                          confirm=ConfirmConfig(**CONTROLS)))
         found = {"verdict": cs.verdict, "size": len(cs.ids), "summary": cs.summary()["confirmation"]}
         out["clip_isolation"] = found
