@@ -29,7 +29,7 @@ from pathlib import Path
 import pandas as pd
 
 from sdprobe.evidence import ConfirmConfig, read_set_file
-from sdprobe.isolate import IsolationConfig, isolate, replicate
+from sdprobe.isolate import IsolationConfig, NothingToIsolate, SearchBudgetExceeded, isolate, replicate
 from sdprobe.metrics import OracleMetric
 from sdprobe.metrics.agreement import agreement
 from sdprobe.metrics.registry import meaning_metric
@@ -112,8 +112,14 @@ def main() -> int:
         run = args.clip.with_name(f"{args.clip.name}-window-search{args.search}") / "te-magnitude"  # the study's own stays
         if not run.exists():
             shutil.copytree(args.clip / "te-magnitude", run, ignore=shutil.ignore_patterns("critical", ".lock"))
-        cs = isolate(run, "color", pipe, IsolationConfig(window=WINDOW, n_search=args.search, max_evaluations=300, **DESIGN,
-                                                         confirm=ConfirmConfig(**CONTROLS)))
+        try:
+            cs = isolate(run, "color", pipe, IsolationConfig(window=WINDOW, n_search=args.search, max_evaluations=300,
+                                                             **DESIGN, confirm=ConfirmConfig(**CONTROLS)))
+        except (NothingToIsolate, SearchBudgetExceeded) as exc:  # no set on the search split: a result too
+            out["clip_isolation"] = {"verdict": "no replicable critical set", "size": 0, "reason": str(exc)}
+            args.out.write_text(json.dumps(out, indent=1, default=str) + "\n")
+            print("CLIP-judged search found no set:", exc)
+            return 0
         found = {"verdict": cs.verdict, "size": len(cs.ids), "summary": cs.summary()["confirmation"]}
         out["clip_isolation"] = found
         print("CLIP-found set:", cs.verdict, len(cs.ids), "weights")
