@@ -84,7 +84,7 @@ def main() -> int:
         _sync(args.device)
         t1 = time.perf_counter()
         reader.score(prompts, images)
-        fd._fid.features(images)
+        fd.features(images)
         _sync(args.device)
         t2 = time.perf_counter()
         gen_times.append((t1 - t0) / args.n)

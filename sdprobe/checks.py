@@ -18,6 +18,23 @@ import math
 from numbers import Integral, Real
 
 MAX_SEED = 2**63 - 1  # torch and numpy generators accept every seed in [0, MAX_SEED]; images use seed + i
+BUILTIN_PREFIX = "builtin:"  # names what ships with sdprobe: models, CLIPs, prompt suites
+
+
+def builtin(value, known, what: str, error: type[Exception] = ValueError) -> str | None:
+    """The NAME of a ``builtin:NAME`` value, which must be among ``known``; None for any other value.
+
+    Example:
+        >>> builtin("builtin:tiny-shapes", {"tiny-shapes": ...}, "model")
+        'tiny-shapes'
+    """
+    text = str(value)
+    if not text.startswith(BUILTIN_PREFIX):
+        return None
+    name = text[len(BUILTIN_PREFIX):]
+    if name not in known:
+        raise error(f"unknown built-in {what} {text!r}; built-ins: {', '.join(BUILTIN_PREFIX + n for n in known)}")
+    return name
 
 
 def finite(name: str, value) -> float:

@@ -9,11 +9,11 @@ from pathlib import Path
 
 import torch
 
+from sdprobe.checks import BUILTIN_PREFIX, builtin
 from sdprobe.provenance import SOURCE_ATTR
 
 log = logging.getLogger(__name__)
 
-BUILTIN_PREFIX = "builtin:"
 BUILTINS: dict[str, Path] = {"tiny-shapes": Path(__file__).parent / "organism" / "tiny-shapes"}
 SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
 _PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
@@ -36,10 +36,8 @@ def resolve(model: str) -> Path | str:
     Raises:
         ModelLoadError: an unknown built-in, or a path that does not exist.
     """
-    if model.startswith(BUILTIN_PREFIX):
-        name = model[len(BUILTIN_PREFIX):]
-        if name not in BUILTINS:
-            raise ModelLoadError(f"unknown built-in model {model!r}; built-ins: {', '.join(builtin_names())}")
+    name = builtin(model, BUILTINS, "model", ModelLoadError)
+    if name:
         path = BUILTINS[name]
         if not (path / "model_index.json").exists():
             raise ModelLoadError(f"built-in {model!r} has no weights at {path}; reinstall sdprobe")

@@ -47,9 +47,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable, Mapping, Sequence
 
+from sdprobe.checks import builtin
 from sdprobe.errors import SdprobeError
 
-BUILTIN_PREFIX = "builtin:"
 PROMPT_KEY = "prompt"
 
 
@@ -169,14 +169,8 @@ def load_suite(spec: str | Path) -> PromptSuite:
     Raises:
         SuiteError: an unknown built-in, or a file that is missing or malformed (the message names the entry).
     """
-    text = str(spec)
-    if text.startswith(BUILTIN_PREFIX):
-        name = text[len(BUILTIN_PREFIX):]
-        if name not in BUILTIN_SUITES:
-            raise SuiteError(f"unknown built-in prompt suite {text!r}; built-ins: "
-                             f"{', '.join(BUILTIN_PREFIX + n for n in BUILTIN_SUITES)}")
-        return BUILTIN_SUITES[name]()
-    return _read_suite_file(Path(text).expanduser())
+    name = builtin(spec, BUILTIN_SUITES, "prompt suite", SuiteError)
+    return BUILTIN_SUITES[name]() if name else _read_suite_file(Path(str(spec)).expanduser())
 
 
 def read_prompts(path: str | Path, what: str = "prompts file") -> list[str]:

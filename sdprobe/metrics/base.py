@@ -84,6 +84,14 @@ def set_quantities(metric) -> list[str]:
     return [name for name, q in quantities_of(metric).items() if q.per == "set"]
 
 
+def check_pairs(prompts: Sequence[str], images) -> None:
+    """A per-image metric's input: one prompt per image, at least one image; raises ``ValueError`` otherwise."""
+    if len(prompts) != len(images):
+        raise ValueError(f"{len(prompts)} prompts but {len(images)} images")
+    if len(prompts) == 0:
+        raise ValueError("no images to score")
+
+
 def aggregate(table: pd.DataFrame) -> dict[str, float]:
     """NaN-mean of every numeric column."""
     return {c: float(np.nanmean(table[c].to_numpy(dtype=float))) if table[c].notna().any() else float("nan")

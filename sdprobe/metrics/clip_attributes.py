@@ -36,7 +36,7 @@ import numpy as np
 import pandas as pd
 import torch
 
-from sdprobe.metrics.base import Quantity, directions
+from sdprobe.metrics.base import Quantity, check_pairs, directions
 from sdprobe.metrics.clip_model import image_embeddings, load_clip, text_embeddings
 from sdprobe.suites import PromptSuite, load_suite
 
@@ -107,10 +107,7 @@ class ClipAttributesMetric:
 
     def score(self, prompts: Sequence[str], images: np.ndarray, reference: np.ndarray | None = None) -> pd.DataFrame:
         """One row per image: each meaning's correctness, what was read and the stated value's margin."""
-        if len(prompts) != len(images):
-            raise ValueError(f"{len(prompts)} prompts but {len(images)} images")
-        if len(prompts) == 0:
-            raise ValueError("no images to score")
+        check_pairs(prompts, images)
         emb = self.embed(images)  # (N, E)
         rows = []
         for prompt, e in zip(prompts, emb):

@@ -23,11 +23,11 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from sdprobe.checks import builtin
 from sdprobe.errors import SdprobeError
 
 CLIP_MEAN = (0.48145466, 0.4578275, 0.40821073)  # OpenAI CLIP's image normalisation
 CLIP_STD = (0.26862954, 0.26130258, 0.27577711)
-BUILTIN_PREFIX = "builtin:"
 BUILTIN_CLIPS: dict[str, Path] = {"tiny-shapes-clip": Path(__file__).parents[1] / "organism" / "tiny-shapes-clip"}
 HOW = ("pass --clip-model PATH, a local folder with a transformers CLIPModel (config.json + model.safetensors, e.g. "
        "a copy of openai/clip-vit-base-patch32), or builtin:tiny-shapes-clip for the organism")
@@ -45,15 +45,8 @@ def resolve_clip(path: str | Path | None) -> Path:
     """
     if path is None:
         raise ClipLoadError(f"this needs a CLIP model: {HOW}")
-    text = str(path)
-    if text.startswith(BUILTIN_PREFIX):
-        name = text[len(BUILTIN_PREFIX):]
-        if name not in BUILTIN_CLIPS:
-            raise ClipLoadError(f"unknown built-in CLIP {text!r}; built-ins: "
-                                f"{', '.join(BUILTIN_PREFIX + n for n in BUILTIN_CLIPS)}")
-        folder = BUILTIN_CLIPS[name]
-    else:
-        folder = Path(text).expanduser()
+    name = builtin(path, BUILTIN_CLIPS, "CLIP", ClipLoadError)
+    folder = BUILTIN_CLIPS[name] if name else Path(str(path)).expanduser()
     if not folder.is_dir():
         raise ClipLoadError(f"CLIP model folder {folder} not found; {HOW}")
     if not (folder / "config.json").is_file():

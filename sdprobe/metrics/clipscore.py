@@ -27,7 +27,7 @@ import pandas as pd
 import torch
 
 from sdprobe.generate import to_uint8
-from sdprobe.metrics.base import Quantity, directions
+from sdprobe.metrics.base import Quantity, check_pairs, directions
 from sdprobe.models import ModelLoadError
 
 log = logging.getLogger(__name__)
@@ -95,10 +95,7 @@ class CLIPScoreMetric:
 
     def score(self, prompts: Sequence[str], images: np.ndarray, reference: np.ndarray | None = None) -> pd.DataFrame:
         """One row per image with ``clip_score`` under the chosen definition; ``reference`` is not used."""
-        if len(prompts) != len(images):
-            raise ValueError(f"{len(prompts)} prompts but {len(images)} images")
-        if len(prompts) == 0:
-            raise ValueError("no images to score")
+        check_pairs(prompts, images)
         cos = self.cosine(prompts, images)
         value = cos if self.definition == "cosine" else TORCHMETRICS_SCALE * np.clip(cos, 0.0, None)
         return pd.DataFrame({"clip_score": value.astype(float)})

@@ -54,6 +54,10 @@ class FDCLIPMetric:
         self._fid = FIDMetric(real_images=real_images, feature_extractor=ClipImageFeatures(model), kid=False,
                               seed=seed, n_boot=n_boot, batch_size=batch_size, device=device)
 
+    def features(self, images: np.ndarray) -> torch.Tensor:
+        """(N, E) CLIP image features of images (N, H, W, 3) in [0, 1], as the distance uses them."""
+        return self._fid.features(images)
+
     @property
     def needs_reference(self) -> bool:
         """Whether :meth:`score_set` needs the unpruned images (no real images were given)."""
