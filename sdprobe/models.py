@@ -14,7 +14,11 @@ from sdprobe.provenance import SOURCE_ATTR
 
 log = logging.getLogger(__name__)
 
-BUILTINS: dict[str, Path] = {"tiny-shapes": Path(__file__).parent / "organism" / "tiny-shapes"}
+_ORGANISM = Path(__file__).parent / "organism"
+BUILTINS: dict[str, Path] = {
+    "tiny-shapes": _ORGANISM / "tiny-shapes",
+    "tiny-shapes-planted": _ORGANISM / "tiny-shapes-planted",  # isolation's positive control (organism/planted.py)
+}
 SUPPORTED_PIPELINES = ("StableDiffusionPipeline", "StableDiffusionXLPipeline")
 _PICKLE_SUFFIXES = (".bin", ".ckpt", ".pt", ".pth", ".pkl")
 

@@ -113,6 +113,9 @@ def test_the_parser_choices_are_the_library_constants():
     from sdprobe.organism.train_clip import ClipTrainConfig
 
     assert choices.CLIP_TRAINING == {k: v for k, v in asdict(ClipTrainConfig()).items() if k in choices.CLIP_TRAINING}
+    from sdprobe.organism.planted import PlantConfig
+
+    assert choices.PLANTING == {k: v for k, v in asdict(PlantConfig()).items() if k in choices.PLANTING}
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["sweep", "--help"], ["isolate", "--help"], ["attribute", "--help"]])

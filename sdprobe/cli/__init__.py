@@ -18,6 +18,7 @@ COMMANDS = (  # module names under sdprobe.cli, in the order --help lists them
     "evaluate",
     "train_organism",
     "train_clip",
+    "train_planted",
     "sweep",
     "thresholds",
     "isolate",

@@ -4,7 +4,7 @@ A set file is a small JSON document that lets anyone re-test a set without rerun
 
     {
       "format": "sdprobe-weight-set", "version": 1,
-      "kind": "critical",                      # or "bias"
+      "kind": "critical",                      # or "bias", or "planted" (a known answer)
       "model": "builtin:tiny-shapes",          # where the weights came from
       "meaning": "color", "metric": "oracle",  # what the set is claimed to carry, and who judged it
       "method": "magnitude",                   # the pruning order that defines the window
@@ -39,7 +39,7 @@ from sdprobe.evidence.splits import Split
 from sdprobe.io import atomic_write_text
 
 FORMAT, VERSION = "sdprobe-weight-set", 1
-KINDS = ("critical", "bias")
+KINDS = ("critical", "bias", "planted")  # planted: the ground truth of a known-answer model
 REQUIRED = ("format", "version", "kind", "model", "meaning", "method", "sweep", "window", "weights", "splits")
 
 
