@@ -317,6 +317,11 @@ CASES = [
     (["train-clip", "-o", "{out}/clip", "--steps", "0"], "--steps: must be a positive integer, got 0"),
     (["train-clip", "-o", "{out}/clip", "--lr", "nan"], "--lr: must be a finite number"),
     (["train-clip", "-o", "{file}/clip", "--steps", "1", "--batch-size", "2"], "Not a directory"),
+    # train-planted
+    (["train-planted", "-o", "{out}/p", "--sparsity", "1.5"], "--sparsity: must lie in (0, 1), got 1.5"),
+    (["train-planted", "-o", "{out}/p", "--paths", "4"], "paths must lie in 1..3, got 4"),
+    (["train-planted", "-o", "{out}/p", "--steps", "0"], "--steps: must be a positive integer, got 0"),
+    (["train-planted", "-o", "{file}/p", "--steps", "1", "--batch-size", "2"], "Not a directory"),
     # meaning metrics: CLIP readers and prompt suites
     ([*SWEEP, "--metrics", "clip-attributes"], "reads images with CLIP: give a CLIP model"),
     ([*SWEEP, "--metrics", "clip-attributes", "--clip-model", "{root}/no-clip"], "CLIP model folder"),

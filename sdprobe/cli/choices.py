@@ -7,4 +7,4 @@ PRIORS = ("score", "magnitude")  # isolate.config
 METRICS = ("oracle", "distance", "clipscore", "fid", "unreadable", "clip-attributes", "fd-clip")  # metrics.registry
 MEANING_METRICS = ("oracle", "clip-attributes")  # metrics.registry
 CLIP_TRAINING = {"seed": 0, "steps": 3000, "batch_size": 256, "lr": 1e-3}  # organism.train_clip.ClipTrainConfig
-PLANTING = {"seed": 0, "steps": 6000, "batch_size": 256, "lr": 5e-4, "paths": 8, "sparsity": 0.3525}  # organism.planted.PlantConfig
+PLANTING = {"seed": 0, "steps": 6000, "batch_size": 256, "lr": 5e-4, "paths": 2, "sparsity": 0.3525}  # organism.planted.PlantConfig
