@@ -10,6 +10,10 @@ Two tables, both from :mod:`sdprobe.thresholds.synthetic` (no model needed; abou
   curve. Each sample is judged by :func:`sdprobe.thresholds.detect` against the floor 0 (accuracy-like); the table
   counts the calls (kind x number of events) and the spread of the headline threshold. "paired" samples keep each
   seed's draw along the sweep, as a seeded sweep does; "unpaired" samples draw afresh at every level (harder).
+* **Refinement from a coarse grid.** The same shapes over 0..0.95 (and two close steps, 0.8 and 0.87, like the
+  organism's color), each swept as ``sdprobe sweep`` does: a coarse grid of 0.05 or 0.1, then refinement to 0.005
+  (:func:`sdprobe.thresholds.synthetic.refined_table`). Calls, thresholds and the levels each grid needed, side by
+  side: the calls and thresholds of `sdprobe sweep`'s default grid (0.1) must match the 0.05 grid's.
 
 Usage:
     python benchmarks/threshold_coverage.py
@@ -25,7 +29,15 @@ import time
 import numpy as np
 
 from sdprobe.thresholds import detect
-from sdprobe.thresholds.synthetic import accelerating, coverage_study, ramp, sample_table, sigmoid, two_steps
+from sdprobe.thresholds.synthetic import (
+    accelerating,
+    coverage_study,
+    ramp,
+    refined_table,
+    sample_table,
+    sigmoid,
+    two_steps,
+)
 
 TARGET_COVERAGE = 0.90
 GRID = np.round(np.arange(0.0, 0.9501, 0.05), 4)
@@ -42,6 +54,42 @@ def shapes() -> list[tuple[str, object, np.ndarray, str]]:
         levels = np.round(np.arange(0.0, stop + 1e-9, 0.025), 4)
         out.append((f"SD2-UNet shape cut at {stop}", accelerating(0.35, 0.75), levels, "gradual x1"))
     return out
+
+
+COARSE = (0.05, 0.1)  # grids compared by the refinement table; 0.1 is `sdprobe sweep`'s default
+
+
+def refinement_shapes() -> list[tuple[str, object, str]]:
+    """(name, shape, expected call) swept over 0..0.95 from a coarse grid."""
+    return [("step at 0.62", sigmoid(0.62, 0.0), "sudden x1"),
+            ("two steps 0.5, 0.8", two_steps(0.5, 0.8), "sudden x2"),
+            ("two steps 0.6, 0.7", two_steps(0.6, 0.7), "sudden x2"),
+            ("two steps 0.8, 0.87", two_steps(0.8, 0.87), "sudden x2"),
+            ("ramp 0.2-0.8", ramp(0.2, 0.8), "gradual x1"),
+            ("ramp 0.4-0.7", ramp(0.4, 0.7), "gradual x1"),
+            ("SD2-UNet shape", accelerating(0.35, 0.75), "gradual x1"),
+            ("flat 0.9", lambda s: np.full(len(s), 0.9), "none")]
+
+
+def refinement(repeats: int, seeds: int) -> None:
+    """Print, per shape, each coarse grid's calls and mean levels, and in how many repeats the two agree."""
+    print(f"\n{'refined from a coarse grid':28s} {'expected':11s} " + " ".join(f"{'grid ' + str(c):>26s}" for c in COARSE)
+          + "  same calls and thresholds")
+    for name, shape, expected in refinement_shapes():
+        cells, answers = [], []
+        for coarse in COARSE:
+            grid = np.unique(np.append(np.round(np.arange(0.0, 0.9501, coarse), 4), 0.95))
+            counts, levels, got = collections.Counter(), [], []
+            for rep in range(repeats):
+                table = refined_table(shape, grid, 0.005, seeds, seed=rep, floor=0.0)
+                r = detect(table, x="level", y="acc", floor=0.0, n_boot=0)
+                counts[call(r)] += 1
+                levels.append(table["level"].nunique())
+                got.append((call(r), tuple(round(e.threshold, 4) for e in r.events)))
+            cells.append(f"{', '.join(f'{k}: {v}' for k, v in counts.most_common())} ({np.mean(levels):.1f} lv)")
+            answers.append(got)
+        same = sum(a == b for a, b in zip(*answers))
+        print(f"{name:28s} {expected:11s} " + " ".join(f"{c:>26s}" for c in cells) + f"  {same}/{repeats}")
 
 
 def call(result) -> str:
@@ -80,6 +128,7 @@ def main(argv: list[str] | None = None) -> int:
             cells.append(", ".join(f"{k}: {v}" for k, v in counts.most_common()))
         rng = f"{min(spread):.3f}-{max(spread):.3f}" if spread else "-"
         print(f"{name:28s} {expected:11s} {cells[0]:34s} {cells[1]:34s} {rng}")
+    refinement(args.repeats, args.seeds)
     return 0
 
 

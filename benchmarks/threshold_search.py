@@ -5,7 +5,7 @@ the same range ``[--lo, --hi]`` with the same prompts, seeds and metrics (the or
 and unreadable rate):
 
 * **grid**: a uniform grid with step ``--resolution`` (0.005) and no refinement, what one would run without sdprobe;
-* **refined**: sdprobe's default, a coarse grid with step ``--coarse`` (0.05) whose collapse brackets are bisected
+* **refined**: sdprobe's default, a coarse grid with step ``--coarse`` (0.1) whose collapse brackets are bisected
   down to ``--resolution`` (:func:`sdprobe.sweep.run_sweep` with ``refine``).
 
 For each it reports the evaluated levels and generated images, and the threshold of every meaning
@@ -94,7 +94,7 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--hi", type=float, default=0.95, help="last sparsity level, below 1 (default: %(default)s)")
     p.add_argument("--resolution", type=float, default=0.005,
                    help="step of the fine grid and resolution of refinement (default: %(default)s)")
-    p.add_argument("--coarse", type=float, default=0.05, help="step of sdprobe's coarse grid (default: %(default)s)")
+    p.add_argument("--coarse", type=float, default=0.1, help="step of sdprobe's coarse grid (default: %(default)s)")
     p.add_argument("--n-prompts", type=int, default=64, help="prompts (images) per level (default: %(default)s)")
     p.add_argument("--steps", type=int, default=20, help="denoising steps (default: %(default)s)")
     p.add_argument("--guidance", type=float, default=GenerationConfig.guidance, help="classifier-free guidance (default: %(default)s)")

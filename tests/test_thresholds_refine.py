@@ -152,3 +152,26 @@ def test_split_refinement_finds_the_plateau_a_fine_grid_sees():
     assert [e.kind for e in refined.events] == ["sudden", "sudden"]
     assert [abs(a.threshold - b.threshold) <= RESOLUTION for a, b in zip(refined.events, fine.events)] == [True, True]
     assert table["level"].nunique() - len(GRID) <= 12
+
+
+@pytest.mark.parametrize("shape, expected", [
+    ((0.8, 0.87), ("sudden", 2)),  # two close steps, like the organism's color
+    ("accelerating", ("gradual", 1)),  # the SD2 UNet's decline
+])
+def test_the_default_coarse_grid_refines_to_the_calls_of_a_finer_one(shape, expected):
+    """`sdprobe sweep` starts from a 0.1 grid: refined to 0.005 it must give the calls and thresholds a 0.05 grid
+    gives (benchmarks/threshold_coverage.py checks 8 shapes x 20 repeats), with fewer levels."""
+    from sdprobe.sweep import SweepConfig
+    from sdprobe.thresholds.synthetic import accelerating, refined_table, two_steps
+
+    curve = accelerating(0.35, 0.75) if shape == "accelerating" else two_steps(*shape)
+    assert SweepConfig().step == 0.1
+    answers, levels = [], []
+    for coarse in (0.05, SweepConfig().step):
+        grid = np.unique(np.append(np.round(np.arange(0.0, 0.9501, coarse), 4), 0.95))
+        table = refined_table(curve, grid, 0.005, 32, seed=3, floor=0.0)
+        r = detect(table, x="level", y="acc", floor=0.0, n_boot=0)
+        answers.append((r.kind, r.n_events, [round(e.threshold, 4) for e in r.events]))
+        levels.append(table["level"].nunique())
+    assert answers[0] == answers[1] and answers[0][:2] == expected
+    assert levels[1] <= levels[0] - 5

@@ -44,7 +44,8 @@ def add_parser(sub) -> None:
     p.add_argument("--include-conv", action="store_true", help="also prune Conv2d weights")
     p.add_argument("--start", type=FRACTION, default=0.0, help="first grid level, in [0, 1) (default: %(default)s)")
     p.add_argument("--stop", type=FRACTION, default=0.95, help="last grid level, in [0, 1) (default: %(default)s)")
-    p.add_argument("--step", type=POSITIVE, default=0.05, help="grid spacing (default: %(default)s)")
+    p.add_argument("--step", type=POSITIVE, default=0.1,
+                   help="grid spacing; --refine bisects each collapse from there (default: %(default)s)")
     p.add_argument("--refine", type=NON_NEGATIVE, default=0.005, help="bisection resolution; 0 disables (default: %(default)s)")
     p.add_argument("--prompts", type=Path, default=None, help="text file, one prompt per line, or a prompt suite (.toml) (default: organism grammar)")
     p.add_argument("-n", "--n-prompts", type=positive_int, default=64, help="prompts drawn from the grammar")

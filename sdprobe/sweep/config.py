@@ -52,7 +52,7 @@ class SweepConfig:
     include_conv: bool = False  # also prune Conv2d weights (the SD2 study pruned Linear only)
     start: float = 0.0  # first level of the uniform grid (level 0 is evaluated in any case)
     stop: float = 0.95  # last level of the uniform grid
-    step: float = 0.05  # grid spacing
+    step: float = 0.1  # grid spacing; refinement bisects each collapse from there (benchmarks/threshold_coverage.py)
     refine: float | None = 0.005  # bisect collapse brackets down to this resolution; None: no refinement
     max_refine_rounds: int = 12  # refinement rounds at most (each round evaluates the proposed levels)
     prompts: list[str] | None = None  # explicit prompts; None: draw n_prompts from the organism's grammar
