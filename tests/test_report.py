@@ -216,3 +216,36 @@ def test_an_isolation_without_a_set_is_reported_with_its_reason(tmp_path):
     page = out.read_text()
     assert "no replicable critical set (none found on the search split)" in page
     assert "the search used its budget of 300 tests" in page
+
+
+def test_figures_and_strips_are_stored_as_palette_pngs_that_look_the_same():
+    from sdprobe.report.images import compact_png
+    from sdprobe.report.plots import new_figure
+
+    fig = new_figure(4, 3)
+    ax = fig.add_subplot()
+    for k in range(5):
+        ax.plot(range(20), [i * k for i in range(20)], label=f"line {k}")
+    ax.legend()
+    raw = io.BytesIO()
+    fig.savefig(raw, format="png", dpi=100)
+    raw = raw.getvalue()
+    small = compact_png(raw)
+    assert len(small) < 0.7 * len(raw)
+    a = Image.open(io.BytesIO(raw)).convert("RGBA")
+    flat = Image.new("RGB", a.size, (255, 255, 255))
+    flat.paste(a, mask=a.getchannel("A"))
+    b = Image.open(io.BytesIO(small))
+    assert b.mode == "P" and b.size == a.size
+    diff = [abs(x - y) for p, q in zip(flat.getdata(), b.convert("RGB").getdata()) for x, y in zip(p, q)]
+    assert sum(diff) / len(diff) < 0.5 and sum(d > 32 for d in diff) < 0.001 * len(diff)  # the same, to the eye
+    tiny = io.BytesIO()
+    Image.new("P", (4, 4)).save(tiny, format="PNG")
+    assert compact_png(tiny.getvalue()) == tiny.getvalue()  # never larger than what it was given
+
+
+def test_the_example_report_stays_at_most_2_mb():
+    from pathlib import Path
+
+    page = Path(__file__).resolve().parents[1] / "reports" / "organism.html"
+    assert page.stat().st_size <= 2_000_000, f"{page} is {page.stat().st_size / 1e6:.2f} MB"

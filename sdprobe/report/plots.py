@@ -13,6 +13,8 @@ import pandas as pd
 from matplotlib.backends.backend_agg import FigureCanvasAgg
 from matplotlib.figure import Figure
 
+from sdprobe.report.images import compact_png
+
 PANEL_WIDTH_IN = 3.6  # width of one small-multiple panel, inches
 PANEL_HEIGHT_IN = 2.7  # height of one small-multiple panel, inches
 MAX_PANELS_PER_ROW = 3  # small multiples wrap after this many panels
@@ -35,9 +37,10 @@ def new_figure(width: float, height: float) -> Figure:
 
 
 def to_png(fig: Figure, dpi: int) -> bytes:
+    """The figure as a compact PNG (:func:`sdprobe.report.images.compact_png`)."""
     buf = io.BytesIO()
     fig.savefig(buf, format="png", dpi=dpi)
-    return buf.getvalue()
+    return compact_png(buf.getvalue())
 
 
 def panels(n: int, per_row: int = MAX_PANELS_PER_ROW) -> tuple[Figure, list]:

@@ -21,6 +21,7 @@ BAR_GROUP_WIDTH = 0.8  # share of the x slot that a group of bars fills
 TOKEN_ROW_IN = 0.45  # height of one token-attribution row, inches
 TOKEN_CELL_IN = 0.75  # width of one token cell, inches
 TOKEN_FONT = 7  # font size of tokens written into cells
+DARK_CELL = 0.6  # |scaled attribution| above which RdBu_r cells are dark enough for white words
 MAX_LABEL_CHARS = 40  # longer row labels are cut
 
 
@@ -133,7 +134,9 @@ def token_heat(rows: list[tuple[str, list[str], list[float]]], dpi: int) -> byte
                    interpolation="nearest")
     for r, (_, tokens, _) in enumerate(rows):
         for c, tok in enumerate(tokens):
-            ax.text(c, r, _cut(str(tok), 12), ha="center", va="center", fontsize=TOKEN_FONT)
+            dark = np.isfinite(matrix[r, c]) and abs(matrix[r, c]) > DARK_CELL  # white words on dark cells
+            ax.text(c, r, _cut(str(tok), 12), ha="center", va="center", fontsize=TOKEN_FONT,
+                    color="white" if dark else "black")
     ax.set_yticks(range(len(rows)), [_cut(label) for label, _, _ in rows], fontsize=LABEL_FONT)
     ax.set_xticks([])
     fig.colorbar(im, ax=ax, label="attribution / row max |attribution|")

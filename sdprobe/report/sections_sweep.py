@@ -12,6 +12,7 @@ import numpy as np
 import pandas as pd
 
 from sdprobe.report import compute, plots
+from sdprobe.report.images import THUMBNAIL_PALETTE, compact_png
 from sdprobe.report.load import RunData
 from sdprobe.report.tree import (
     Figure,
@@ -85,14 +86,15 @@ def grid_section(run: RunData) -> Section | None:
     for level, path in run.sample_images:
         data = path.read_bytes()
         if data.startswith(PNG_MAGIC):
-            rows.append(ImageRow(label=f"level {level:.4f}", png=data))
+            rows.append(ImageRow(label=f"level {level:.4f}", png=compact_png(data, THUMBNAIL_PALETTE)))
         else:
             bad.append(path.name)
     prompts = [str(p) for p in (run.samples or {}).get("prompts", [])]
     seeds = (run.samples or {}).get("seeds", [])
     sec = Section("Sample images")
     sec.add(ImageGrid(rows=rows, columns=prompts,
-                      caption="Rows: sparsity levels; columns: the fixed sample prompts and seeds."))
+                      caption="Rows: sparsity levels; columns: the fixed sample prompts and seeds. Thumbnails with "
+                              f"{THUMBNAIL_PALETTE} colors; the full strips are the run's samples/<level>.png."))
     if prompts:
         sec.add(Table(["#", "prompt", "seed"],
                       [[str(i), p, fmt(seeds[i]) if i < len(seeds) else fmt(None)] for i, p in enumerate(prompts)],
