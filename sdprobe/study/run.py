@@ -167,7 +167,7 @@ def _timed(fn) -> dict:
     except RunError as exc:
         note, status = str(exc), "skipped"
         log.warning("stage skipped: %s", exc)
-    return {"status": status, "seconds": round(time.time() - t0, 1), "note": note}
+    return {"status": status, "seconds": round(time.time() - t0, 1), "started_at": round(t0, 3), "note": note}
 
 
 _WORKER: dict = {}  # per worker process: the Study it runs sweeps for
