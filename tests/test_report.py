@@ -100,7 +100,7 @@ def test_missing_tables_are_skipped(tmp_path):
     path = write_sweep(tmp_path / "bare", levels=[0.0, 0.2], thresholds=False, samples=False, layers=False,
                        critical=False)
     report = build(discover([path]), opts=FAST)
-    run = report.sections[-1]
+    run = report.sections[-2]  # the last is the glossary
     assert [s.title for s in run.subsections] == ["Configuration", "Metrics vs sparsity"]
     curves = run.subsections[1]
     assert any(getattr(c, "text", "").startswith("No thresholds yet") for c in curves.children)
@@ -249,3 +249,12 @@ def test_the_example_report_stays_at_most_2_mb():
 
     page = Path(__file__).resolve().parents[1] / "reports" / "organism.html"
     assert page.stat().st_size <= 2_000_000, f"{page} is {page.stat().st_size / 1e6:.2f} MB"
+
+
+def test_every_report_ends_with_a_glossary_of_its_terms(study_report):
+    report, page = study_report
+    assert report.sections[-1].title == "Glossary"
+    terms = [row[0] for row in report.sections[-1].children[0].rows]
+    for term in ("sudden / gradual", "oracle", "bar", "s_lo / s_hi", "s_hold / s_fail", "p-value", "Holm-adjusted p"):
+        assert term in terms
+    assert 'href="#glossary"' in page  # listed in the table of contents

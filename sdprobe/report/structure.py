@@ -13,6 +13,7 @@ from pathlib import Path
 import pandas as pd
 
 from sdprobe.report import compute
+from sdprobe.report.glossary import GLOSSARY
 from sdprobe.report.load import FINISHED, RunData, StudyData
 from sdprobe.report.sections_probes import attribution_sections, bias_sections
 from sdprobe.report.sections_sweep import (
@@ -149,6 +150,8 @@ def build(sources: list[RunData | StudyData], opts: ReportOptions | None = None,
             sections.append(study_section(s, summaries, opts))
         else:
             sections.append(run_section(s, summaries.get(s.path), opts))
+    sections.append(Section("Glossary").add(Table(["term", "meaning"], [list(row) for row in GLOSSARY],
+                                                   caption="the terms this report uses")))
     assign_anchors(sections)
     names = ", ".join(s.name for s in sources)
     return Report(title=title or f"sdprobe report: {names}", sources=[str(s.path) for s in sources], sections=sections,
