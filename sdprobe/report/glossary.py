@@ -8,7 +8,7 @@ GLOSSARY: tuple[tuple[str, str], ...] = (
     ("oracle", "the organism's exact reader: it reads color, shape, position and size back from an image, or calls "
                "it unreadable; accuracy is the share of stated attributes it reads as stated"),
     ("chance (floor)", "the value a metric has when the meaning is gone: 1/6 color, 1/3 shape, 1/4 position, 1/2 size "
-                       "for the oracle; the dashed lines in the curves"),
+                       "for the oracle; 1 for the unreadable rate"),
     ("event", "one decline of a metric found by change-point segmentation, removing at least 25% of the way from the "
               "dense value to the floor, with a drop above 4 standard errors"),
     ("sudden / gradual", "an event is sudden when its 10%-90% transition spans at most 0.1 sparsity, gradual "
