@@ -55,7 +55,12 @@ def page(tmp_path_factory):
                 "banner": pg.inner_text("#partial-banner"),
                 "screenshot": pg.screenshot(full_page=False),
                 "dialogs_on_load": list(events["dialogs"]),
+                "findings_box": pg.locator("#findings").bounding_box(),
+                "findings_items": [li.inner_text() for li in pg.locator("#findings li").all() if li.is_visible()],
+                "reproduction_folded": not pg.locator("#reproduction table").first.is_visible(),
             }
+            pg.click("#reproduction summary")
+            state["reproduction_opens"] = pg.locator("#reproduction table").first.is_visible()
             pg.evaluate("alert('listener check')")  # proves that the dialog listener would see an alert
         finally:
             browser.close()
@@ -84,6 +89,22 @@ def test_script_in_a_prompt_shows_as_text_and_never_runs(page):
     assert page["dialogs"] == ["listener check"]
     assert page["scripts"] == 0
     assert XSS in page["text"]
+
+
+def test_the_findings_summary_is_on_the_first_screen(page):
+    from PIL import Image
+
+    box = page["findings_box"]
+    assert box is not None and box["y"] < VIEWPORT["height"] / 2  # it starts in the upper half of the first screen
+    assert any(item.startswith("te-magnitude (") and "sudden at" in item for item in page["findings_items"])
+    shot = Image.open(io.BytesIO(page["screenshot"])).convert("L")
+    region = shot.crop((int(box["x"]), int(box["y"]), int(box["x"] + box["width"]),
+                        int(min(box["y"] + box["height"], VIEWPORT["height"]))))
+    assert np.asarray(region, dtype=float).std() > MIN_PIXEL_STD  # text is drawn there, not an empty box
+
+
+def test_the_reproduction_section_is_folded_until_opened(page):
+    assert page["reproduction_folded"] and page["reproduction_opens"]
 
 
 def test_partial_banner_is_visible(page):

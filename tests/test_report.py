@@ -61,7 +61,7 @@ def partial_html(tmp_path_factory):
 def test_study_has_every_section(study_report):
     report, _ = study_report
     titles = _titles(report.sections)
-    assert titles[:2] == ["Overview", "Method comparison: text_encoder"]
+    assert titles[:3] == ["Findings", "Overview", "Method comparison: text_encoder"]
     for expected in ("te-magnitude (sweep, magnitude)", "Metrics vs sparsity", "Sample images", "Per-layer sparsity",
                      "Critical weights", "Bias distributions", "Bias metrics", "Bias vs sparsity",
                      "Debiasing weights: circle", "Token attributions", "Neuron attributions", "Saliency vs critical sets"):
@@ -82,7 +82,7 @@ def test_study_has_every_section(study_report):
 
 def test_method_comparison_tables_thresholds_side_by_side(study_report):
     report, _ = study_report
-    table = next(c for c in report.sections[1].children if getattr(c, "kind", "") == "table")
+    table = next(c for c in _section(report.sections, "Method comparison: text_encoder").children if getattr(c, "kind", "") == "table")
     assert table.columns == ["metric", "magnitude (te-magnitude)", "wanda (te-wanda)", "random (te-random)"]
     color = next(r for r in table.rows if r[0] == "color")
     assert color[1:] == ["0.450 [0.430, 0.470] sudden", "0.550 [0.530, 0.570] sudden", "0.850 [0.830, 0.870] sudden"]
@@ -100,8 +100,8 @@ def test_missing_tables_are_skipped(tmp_path):
     path = write_sweep(tmp_path / "bare", levels=[0.0, 0.2], thresholds=False, samples=False, layers=False,
                        critical=False)
     report = build(discover([path]), opts=FAST)
-    run = report.sections[-2]  # the last is the glossary
-    assert [s.title for s in run.subsections] == ["Configuration", "Metrics vs sparsity"]
+    run = _section(report.sections, "bare (sweep, magnitude)")
+    assert [s.title for s in run.subsections] == ["Run", "Metrics vs sparsity"]
     curves = run.subsections[1]
     assert any(getattr(c, "text", "").startswith("No thresholds yet") for c in curves.children)
     render(report)  # renders without the skipped parts
@@ -253,8 +253,8 @@ def test_the_example_report_stays_at_most_2_mb():
 
 def test_every_report_ends_with_a_glossary_of_its_terms(study_report):
     report, page = study_report
-    assert report.sections[-1].title == "Glossary"
-    terms = [row[0] for row in report.sections[-1].children[0].rows]
+    assert [s.title for s in report.sections[-2:]] == ["Glossary", "Reproduction"]
+    terms = [row[0] for row in report.sections[-2].children[0].rows]
     for term in ("sudden / gradual", "oracle", "bar", "s_lo / s_hi", "s_hold / s_fail", "p-value", "Holm-adjusted p"):
         assert term in terms
     assert 'href="#glossary"' in page  # listed in the table of contents

@@ -53,6 +53,40 @@ def higher_is_better(run: RunData, metric: str) -> bool | None:
     return declared.get(metric) if isinstance(declared, dict) else None
 
 
+def declared_floors(thresholds: pd.DataFrame | None) -> dict[str, float]:
+    """Each accuracy-like metric's chance level as its metric declared it (thresholds.csv rows with
+    ``floor_source == "given"`` and ``higher_is_better``).
+
+    Floors taken from the curve itself are not chance levels, and the declared worst value of a rising metric
+    (a distance, the unreadable rate) is a bound rather than chance: both are left out.
+    """
+    needed = {"metric", "floor", "floor_source", "higher_is_better"}
+    if thresholds is None or not needed <= set(thresholds.columns):
+        return {}
+    given = thresholds[(thresholds["floor_source"].astype(str) == "given")
+                       & (thresholds["higher_is_better"].astype(str).str.lower() == "true")]
+    return {str(m): float(f) for m, f in zip(given["metric"], given["floor"]) if np.isfinite(float(f))}
+
+
+def flat_metrics(summary: pd.DataFrame, metrics: list[str], tol: float = 1e-9) -> dict[str, float]:
+    """Metrics whose mean and band are the same at every level (a flat panel says nothing), with that value.
+
+    Example:
+        >>> flat_metrics(summary, ["color", "unreadable"])
+        {'unreadable': 0.0}
+    """
+    out = {}
+    for m in metrics:
+        s = summary[summary["metric"] == m]
+        if s.empty:
+            continue
+        values = s[["mean", "ci_low", "ci_high"]].to_numpy(dtype=float)
+        finite = values[np.isfinite(values)]
+        if finite.size and finite.max() - finite.min() <= tol:
+            out[m] = float(finite[0])
+    return out
+
+
 def bootstrap_mean(values: np.ndarray, clusters: np.ndarray | None, rng: np.random.Generator,
                    n_boot: int = DEFAULT_BOOTSTRAP, ci: float = DEFAULT_CI) -> tuple[float, float, float]:
     """Mean and percentile bootstrap interval, resampling whole clusters (e.g. seeds).

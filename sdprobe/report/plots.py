@@ -20,6 +20,7 @@ PANEL_HEIGHT_IN = 2.7  # height of one small-multiple panel, inches
 MAX_PANELS_PER_ROW = 3  # small multiples wrap after this many panels
 BAND_ALPHA = 0.2  # opacity of confidence bands
 CI_SHADE_ALPHA = 0.12  # opacity of a threshold's confidence interval
+CHANCE_STYLE = {"color": "0.35", "ls": ":", "lw": 1.2}  # the chance (floor) line of a metric
 HEATMAP_ROW_IN = 0.18  # height of one heatmap row, inches
 HEATMAP_MIN_HEIGHT_IN = 2.0  # smallest heatmap height, inches
 HEATMAP_WIDTH_IN = 8.0  # heatmap width, inches
@@ -64,8 +65,15 @@ def _mark_threshold(ax, row: pd.Series, color: str) -> None:
     ax.axvline(t, color=color, ls="--", lw=1)
 
 
+def legend_below(fig: Figure, handles: list, labels: list[str]) -> None:
+    """One legend for the whole figure, below the panels, so it never covers a curve."""
+    if handles:
+        fig.legend(handles, labels, loc="outside lower center", ncols=min(len(labels), MAX_PANELS_PER_ROW + 1),
+                   fontsize=LABEL_FONT + 1, frameon=False)
+
+
 def curves(series: list[tuple[str, pd.DataFrame, pd.DataFrame | None]], metrics: list[str], dpi: int,
-           ci: float) -> bytes:
+           ci: float, floors: dict[str, float] | None = None) -> bytes:
     """Metric-vs-sparsity curves, one panel per metric, one line per series.
 
     Args:
@@ -75,12 +83,20 @@ def curves(series: list[tuple[str, pd.DataFrame, pd.DataFrame | None]], metrics:
         metrics (list[str]): panels, in order.
         dpi (int): resolution.
         ci (float): coverage of the bands, for the legend.
+        floors (dict[str, float] | None): chance level of each metric (dotted line). Default: none drawn.
 
     Returns:
-        bytes: PNG. Each threshold is a dashed vertical line with its confidence interval shaded.
+        bytes: PNG. Each threshold is a dashed vertical line with its confidence interval shaded; the legend sits
+        below the panels.
     """
+    from matplotlib.lines import Line2D
+    from matplotlib.patches import Patch
+
+    floors = floors or {}
     fig, axes = panels(len(metrics))
     for ax, metric in zip(axes, metrics):
+        if metric in floors:
+            ax.axhline(floors[metric], **CHANCE_STYLE)
         for i, (label, summary, thresholds) in enumerate(series):
             color = COLORS[i % len(COLORS)]
             s = summary[summary["metric"] == metric].sort_values("level")
@@ -93,11 +109,18 @@ def curves(series: list[tuple[str, pd.DataFrame, pd.DataFrame | None]], metrics:
                     _mark_threshold(ax, row, color)
         ax.set_title(metric)
         ax.set_xlabel("sparsity (level)")
+        ax.set_ylabel(f"{metric}, mean")
         ax.grid(alpha=0.3)
-    if axes:
-        axes[0].set_ylabel(f"mean ± {ci:.0%} band")
-        if len(series) > 1:
-            axes[0].legend(fontsize=LABEL_FONT)
+    handles = [Line2D([], [], color=COLORS[i % len(COLORS)], marker="o", ms=3) for i in range(len(series))]
+    labels = [label for label, _, _ in series] if len(series) > 1 else ["mean per level"]
+    handles.append(Patch(color="0.5", alpha=BAND_ALPHA * 2))
+    labels.append(f"{ci:.0%} bootstrap band")
+    handles.append(Line2D([], [], color="0.3", ls="--", lw=1))
+    labels.append("threshold (shaded: its CI)")
+    if any(m in floors for m in metrics):
+        handles.append(Line2D([], [], **CHANCE_STYLE))
+        labels.append("chance (the metric's floor)")
+    legend_below(fig, handles, labels)
     return to_png(fig, dpi)
 
 
@@ -139,5 +162,6 @@ def control_histograms(items: list[tuple[str, list[float], float, float | None]]
             ax.axvline(effect, color="tab:red", lw=2, label="critical set")
         ax.set_title(f"{meaning}" + (f" (p = {p:.3g})" if p is not None and np.isfinite(p) else ""))
         ax.set_xlabel("effect (share of images)")
+        ax.set_ylabel("random control sets")
         ax.legend(fontsize=LABEL_FONT)
     return to_png(fig, dpi)

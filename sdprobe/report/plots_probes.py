@@ -12,6 +12,7 @@ from sdprobe.report.plots import (
     LABEL_FONT,
     PANEL_HEIGHT_IN,
     PANEL_WIDTH_IN,
+    legend_below,
     new_figure,
     panels,
     to_png,
@@ -108,9 +109,11 @@ def bias_vs_sparsity(df: pd.DataFrame, dpi: int) -> bytes:
                                 alpha=BAND_ALPHA, lw=0)
         ax.set_title(metric)
         ax.set_xlabel("sparsity (level)")
+        ax.set_ylabel(metric)
         ax.grid(alpha=0.3)
     if axes:
-        axes[0].legend(fontsize=LABEL_FONT)
+        handles, names = axes[0].get_legend_handles_labels()
+        legend_below(fig, handles, names)
     return to_png(fig, dpi)
 
 
@@ -159,19 +162,30 @@ def neuron_topk(df: pd.DataFrame, k: int, dpi: int) -> bytes:
     return to_png(fig, dpi)
 
 
+LOG_AXIS_MIN_POINTS = 4  # a log axis for k only with at least this many k values spanning a decade
+
+
 def overlap_curves(df: pd.DataFrame, dpi: int) -> bytes:
-    """Precision@k of saliency against the critical set, one line per meaning (overlap.csv)."""
-    fig = new_figure(PANEL_WIDTH_IN * 1.4, PANEL_HEIGHT_IN)
+    """Precision@k of saliency against the critical set, one line per meaning (overlap.csv), with the precision a
+    random choice of k candidates would have (``chance`` column, when present) as a dotted line."""
+    fig = new_figure(PANEL_WIDTH_IN * 1.4, PANEL_HEIGHT_IN + 0.4)
     ax = fig.subplots()
+    ks = np.sort(df["k"].astype(float).unique())
     for i, (meaning, d) in enumerate(df.groupby("meaning", sort=False)):
         d = d.sort_values("k")
-        ax.plot(d["k"], d["precision_at_k"], marker="o", ms=3, color=COLORS[i % len(COLORS)], label=str(meaning))
-    ax.set_xscale("log")
+        color = COLORS[i % len(COLORS)]
+        ax.plot(d["k"], d["precision_at_k"], marker="o", ms=3, color=color, label=str(meaning))
+        if "chance" in d:
+            ax.plot(d["k"], d["chance"].astype(float), ls=":", color=color, label=f"{meaning}: chance")
+    if len(ks) >= LOG_AXIS_MIN_POINTS and ks[0] > 0 and ks[-1] / ks[0] >= 10:
+        ax.set_xscale("log")
+    ax.set_xticks(ks, [f"{k:g}" for k in ks], fontsize=LABEL_FONT)
     ax.set_xlabel("k (top salient weights)")
     ax.set_ylabel("precision@k")
     ax.set_ylim(-0.02, 1.02)
     ax.grid(alpha=0.3)
-    ax.legend(fontsize=LABEL_FONT)
+    handles, names = ax.get_legend_handles_labels()
+    legend_below(fig, handles, names)
     return to_png(fig, dpi)
 
 

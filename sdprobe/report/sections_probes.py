@@ -46,12 +46,24 @@ def bias_sections(run: RunData, opts: ReportOptions) -> list[Section]:
                                                                 max_rows=opts.max_table_rows)))
     vs = run.table("vs_sparsity")
     if _has(vs, VS_SPARSITY_COLUMNS):
+        vs = with_dense(vs, metrics)
         out.append(Section("Bias vs sparsity").add(
             Figure(plots_probes.bias_vs_sparsity(vs, opts.dpi), alt="bias metrics against sparsity",
-                   caption="Bias metrics as a component is pruned, with CI bands.")))
+                   caption="Bias metrics as a component is pruned, with CI bands; level 0 is the dense model.")))
     for bset in run.bias_critical:
         out.append(debias_section(bset, opts))
     return out
+
+
+def with_dense(vs: pd.DataFrame, metrics: pd.DataFrame | None) -> pd.DataFrame:
+    """vs_sparsity.csv with the dense model's metrics (metrics.csv, condition ``dense``) as level 0 of every line."""
+    if metrics is None or not {"condition", "probe", "metric", "value"} <= set(metrics.columns) or \
+            (vs["level"].astype(float) == 0).any():
+        return vs
+    dense = metrics[metrics["condition"].astype(str) == "dense"].drop(columns="condition")
+    lines = vs[["component", "method"]].drop_duplicates()
+    rows = lines.merge(dense, how="cross").assign(level=0.0)
+    return pd.concat([rows[[c for c in vs.columns if c in rows.columns]], vs], ignore_index=True)
 
 
 def _num(x, digits: int = 3) -> str:

@@ -5,7 +5,6 @@ Each builder returns a :class:`~sdprobe.report.tree.Section`, or None when the r
 
 from __future__ import annotations
 
-import json
 import logging
 
 import numpy as np
@@ -34,15 +33,9 @@ THRESHOLD_COLUMNS = ("metric", "event", "largest", "kind", "threshold", "ci_low"
 WEIGHT_COLUMNS = ("qualified_name", "role", "row", "col", "value", "rank", "score")  # columns of top-weight tables
 
 
-def _cell(value) -> str:
-    if isinstance(value, (list, dict)):
-        return fmt(json.dumps(value, default=str))
-    return fmt(value)
-
-
-def config_section(run: RunData, opts: ReportOptions) -> Section:
-    """Status, configuration and environment of any run."""
-    sec = Section("Configuration")
+def status_section(run: RunData) -> Section:
+    """What a run is and how far it got; its full configuration is in the report's reproduction section."""
+    sec = Section("Run")
     status = [["kind", run.kind], ["state", run.state], ["folder", str(run.path)]]
     if run.kind == "sweep":
         status.append(["pruned", compute.scope_label(run.config)])
@@ -50,27 +43,37 @@ def config_section(run: RunData, opts: ReportOptions) -> Section:
         results = run.table("results")
         if results is not None:
             status.append(["levels evaluated", str(results["level"].nunique())])
-    sec.add(Table(["", "value"], status, caption="run"))
+            status.append(["images per level", str(int(results.groupby("level").size().max()))])
+    sec.add(Table(["", "value"], status, caption="run (config.json and environment.json: see Reproduction)"))
     for note in run.notes:
         sec.add(Text(note, style="warning"))
-    sec.add(Table(["key", "value"], [[k, _cell(v)] for k, v in compute.flatten(run.config)], caption="config.json"))
-    if run.environment:
-        sec.add(Table(["key", "value"], [[k, _cell(v)] for k, v in compute.flatten(run.environment)],
-                      caption="environment.json"))
     return sec
 
 
+def _flat_note(flat: dict[str, float]) -> str:
+    if not flat:
+        return ""
+    return (" Not drawn, the same at every level: " + ", ".join(f"{m} = {fmt(v)}" for m, v in flat.items()) + ".")
+
+
 def curves_section(run: RunData, summary: pd.DataFrame | None, opts: ReportOptions) -> Section | None:
-    """Metric-vs-sparsity curves with thresholds, and the thresholds table."""
+    """Metric-vs-sparsity curves with thresholds and chance lines, and the thresholds table."""
     if summary is None or summary.empty:
         return None
     metrics = list(dict.fromkeys(summary["metric"]))
+    flat = compute.flat_metrics(summary, metrics)
+    drawn = [m for m in metrics if m not in flat]
     thresholds = run.table("thresholds")
     sec = Section("Metrics vs sparsity")
-    sec.add(Figure(plots.curves([(run.name, summary, thresholds)], metrics, opts.dpi, opts.ci),
-                   alt=f"metrics against sparsity for {run.name}",
-                   caption=f"Mean per level with a {opts.ci:.0%} bootstrap band over seeds "
-                           f"({opts.n_boot} resamples); dashed lines: detected thresholds, shaded: their CI."))
+    if drawn:
+        sec.add(Figure(plots.curves([(run.name, summary, thresholds)], drawn, opts.dpi, opts.ci,
+                                    floors=compute.declared_floors(thresholds)),
+                       alt=f"metrics against sparsity for {run.name}",
+                       caption=f"Mean per level with a {opts.ci:.0%} bootstrap band over seeds "
+                               f"({opts.n_boot} resamples); dashed lines: detected thresholds, shaded: their CI; "
+                               f"dotted: chance.{_flat_note(flat)}"))
+    else:
+        sec.add(Text(f"Every metric is flat.{_flat_note(flat)}", style="note"))
     if thresholds is not None:
         sec.add(table_from_frame(thresholds, caption="thresholds.csv", columns=list(THRESHOLD_COLUMNS)))
     else:
@@ -192,7 +195,8 @@ def critical_section(run: RunData, opts: ReportOptions) -> Section | None:
     if density is not None:
         matrix, normalised = density
         label = "critical weights / numel" if normalised else "critical weights (count; sizes unknown)"
-        sec.add(Figure(plots.heatmap(matrix, "critical-weight density", label, opts.dpi, xlabel="meaning"),
+        sec.add(Figure(plots.heatmap(matrix, "critical-weight density", label, opts.dpi, vmin=0.0,
+                                     xlabel="meaning"),
                        alt="critical-weight density heatmap",
                        caption=f"Rows: layers (or component/role when there are many); columns: meanings; "
                                f"value: {label}."))
@@ -212,9 +216,19 @@ def comparison_section(comparison: compute.Comparison, summaries: dict, opts: Re
     labels = [f"{r.config.get('method', '?')} ({r.name})" for r in runs]
     series = [(lab, summaries[r.path], r.table("thresholds")) for lab, r in zip(labels, runs)]
     metrics = list(dict.fromkeys(m for r in runs for m in compute.metric_columns(r)))
+    flat = compute.flat_metrics(pd.concat([summaries[r.path] for r in runs]), metrics)
+    drawn = [m for m in metrics if m not in flat]
+    floors = {}
+    for r in runs:
+        floors.update(compute.declared_floors(r.table("thresholds")))
     sec = Section(f"Method comparison: {comparison.scope}")
-    sec.add(Figure(plots.curves(series, metrics, opts.dpi, opts.ci), alt=f"method comparison for {comparison.scope}",
-                   caption="Curves of each method overlaid; dashed lines: each method's thresholds."))
+    if drawn:
+        sec.add(Figure(plots.curves(series, drawn, opts.dpi, opts.ci, floors=floors),
+                       alt=f"method comparison for {comparison.scope}",
+                       caption=f"Curves of each method overlaid; dashed lines: each method's thresholds; dotted: "
+                               f"chance.{_flat_note(flat)}"))
+    else:
+        sec.add(Text(f"Every metric is flat.{_flat_note(flat)}", style="note"))
     rows = []
     for metric in metrics:
         cells = []

@@ -16,12 +16,11 @@ from sdprobe.report import compute
 from sdprobe.report.glossary import GLOSSARY
 from sdprobe.report.load import FINISHED, RunData, StudyData
 from sdprobe.report.sections_probes import attribution_sections, bias_sections
-from sdprobe.report.sections_sweep import (
-    comparison_section,
-    config_section,
-    sweep_sections,
-)
+from sdprobe.report.findings import findings
+from sdprobe.report.reproduction import reproduction_section
+from sdprobe.report.sections_sweep import comparison_section, status_section, sweep_sections
 from sdprobe.report.tree import (
+    Bullets,
     Report,
     ReportOptions,
     Section,
@@ -93,7 +92,7 @@ def run_section(run: RunData, summary: pd.DataFrame | None, opts: ReportOptions)
     """The section of one run: its configuration, then the sections of its kind."""
     detail = f"{run.kind}, {run.config['method']}" if run.config.get("method") else run.kind
     sec = Section(f"{run.name} ({detail})", badge=PARTIAL if run.partial else "")
-    sec.add(config_section(run, opts))
+    sec.add(status_section(run))
     if run.kind == "sweep":
         body = sweep_sections(run, summary, opts)
     elif run.kind == "bias":
@@ -110,11 +109,19 @@ def run_section(run: RunData, summary: pd.DataFrame | None, opts: ReportOptions)
 
 def study_section(study: StudyData, summaries: dict, opts: ReportOptions) -> Section:
     sec = Section(f"Study {study.name}", badge=PARTIAL if study.partial else "")
-    if study.meta:
-        sec.add(Table(["key", "value"], [[k, fmt(v)] for k, v in compute.flatten(study.meta)], caption="study.json"))
     if study.missing:
         sec.add(Text(f"Planned runs not on disk yet: {', '.join(study.missing)}", style="warning"))
     return sec.add(*(run_section(r, summaries.get(r.path), opts) for r in study.runs))
+
+
+def findings_section(runs: list[RunData]) -> Section:
+    """The summary at the top: one statement per finding with its interval, then the caveats."""
+    statements, notes = findings(runs)
+    sec = Section("Findings")
+    sec.add(Bullets(statements) if statements else Text("No run has results yet.", style="warning"))
+    if notes:
+        sec.add(Bullets(notes, style="note"))
+    return sec
 
 
 def build(sources: list[RunData | StudyData], opts: ReportOptions | None = None, title: str | None = None) -> Report:
@@ -131,7 +138,7 @@ def build(sources: list[RunData | StudyData], opts: ReportOptions | None = None,
     Example:
         >>> report = build(discover([Path("runs/study")]))
         >>> [s.title for s in report.sections][:2]
-        ['Overview', 'Method comparison: text_encoder']
+        ['Findings', 'Overview']
     """
     opts = opts or ReportOptions()
     runs = all_runs(sources)
@@ -143,7 +150,7 @@ def build(sources: list[RunData | StudyData], opts: ReportOptions | None = None,
                                            seed=opts.seed)
             sets = compute.set_summary(r.table("sets"), opts.ci)
             summaries[r.path] = images if sets.empty else pd.concat([images, sets], ignore_index=True)
-    sections = [overview(runs)]
+    sections = [findings_section(runs), overview(runs)]
     sections += [comparison_section(c, summaries, opts) for c in compute.comparisons(runs)]
     for s in sources:
         if isinstance(s, StudyData):
@@ -152,6 +159,7 @@ def build(sources: list[RunData | StudyData], opts: ReportOptions | None = None,
             sections.append(run_section(s, summaries.get(s.path), opts))
     sections.append(Section("Glossary").add(Table(["term", "meaning"], [list(row) for row in GLOSSARY],
                                                    caption="the terms this report uses")))
+    sections.append(reproduction_section(sources))
     assign_anchors(sections)
     names = ", ".join(s.name for s in sources)
     return Report(title=title or f"sdprobe report: {names}", sources=[str(s.path) for s in sources], sections=sections,

@@ -68,6 +68,15 @@ class Text:
 
 
 @dataclass
+class Bullets:
+    """A list of short statements (the findings and their caveats). ``style`` as in :class:`Text`."""
+
+    items: list[str]
+    style: str = "plain"
+    kind: ClassVar[str] = "bullets"
+
+
+@dataclass
 class Table:
     """A table of already formatted cells."""
 
@@ -107,12 +116,16 @@ class ImageGrid:
 
 @dataclass
 class Section:
-    """A titled section; ``anchor`` is its id in the page (set by :func:`assign_anchors`)."""
+    """A titled section; ``anchor`` is its id in the page (set by :func:`assign_anchors`).
+
+    A ``collapsed`` section shows its title and folds its content away until the reader opens it.
+    """
 
     title: str
-    children: list[Section | Text | Table | Figure | ImageGrid] = field(default_factory=list)
+    children: list[Section | Text | Bullets | Table | Figure | ImageGrid] = field(default_factory=list)
     badge: str = ""  # short marker next to the title, e.g. "PARTIAL"
     anchor: str = ""
+    collapsed: bool = False
     kind: ClassVar[str] = "section"
 
     def add(self, *blocks) -> Section:
