@@ -342,6 +342,12 @@ CASES = [
      "cannot describe every 'color'"),
     ([*BIAS, "--metric", "oracle", "--probe", "occupations"], "the oracle reads only the organism's attributes"),
     ([*ATTR, "--clip-model", "builtin:tiny-shapes-clip", "--suite", "{root}/none.toml"], "prompt suite file"),
+    # trackers
+    (["track", "{sweep}", "--to", "wandb:{out}/x"], "expected KIND:DIR with KIND one of tensorboard, mlflow"),
+    (["track", "{out}/none", "--to", "tensorboard:{out}/tb"], "does not exist or is not a folder"),
+    (["track", "{sweep}", "--to", "tensorboard:{out}/tb", "--report", "{root}/none.html"], "write one with"),
+    ([*SWEEP, "--tracker", "mlflow"], "expected KIND:DIR"),
+    (["study", "--out", "{out}/s", "--tracker", "tensorboard:"], "expected KIND:DIR"),
     # evaluate
     ([*EVAL, "--seed", "-1"], "--seed: must be an integer in [0,"),
     ([*EVAL, "--guidance", "inf"], "--guidance: must be a finite number, got inf"),

@@ -116,6 +116,9 @@ def test_the_parser_choices_are_the_library_constants():
     from sdprobe.organism.planted import PlantConfig
 
     assert choices.PLANTING == {k: v for k, v in asdict(PlantConfig()).items() if k in choices.PLANTING}
+    from sdprobe.trackers import KINDS
+
+    assert choices.TRACKERS == KINDS
 
 
 @pytest.mark.parametrize("argv", [["--help"], ["sweep", "--help"], ["isolate", "--help"], ["attribute", "--help"]])

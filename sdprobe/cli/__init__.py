@@ -25,6 +25,7 @@ COMMANDS = (  # module names under sdprobe.cli, in the order --help lists them
     "attribute", "bias",
     "export",
     "report",
+    "track",
 )
 
 

@@ -8,3 +8,4 @@ METRICS = ("oracle", "distance", "clipscore", "fid", "unreadable", "clip-attribu
 MEANING_METRICS = ("oracle", "clip-attributes")  # metrics.registry
 CLIP_TRAINING = {"seed": 0, "steps": 3000, "batch_size": 256, "lr": 1e-3}  # organism.train_clip.ClipTrainConfig
 PLANTING = {"seed": 0, "steps": 6000, "batch_size": 256, "lr": 5e-4, "paths": 2, "sparsity": 0.3525}  # organism.planted.PlantConfig
+TRACKERS = ("tensorboard", "mlflow")  # trackers.KINDS

@@ -111,3 +111,33 @@ def load(args: argparse.Namespace):
 
 
 positive_int = arg(checks.positive_int, int)
+
+
+def tracker_spec(text: str) -> str:
+    """An argparse ``type`` for ``KIND:DIR`` tracker specs (checked without importing any tracker)."""
+    from sdprobe.cli.choices import TRACKERS
+
+    kind, sep, folder = text.partition(":")
+    if not sep or kind not in TRACKERS or not folder.strip():
+        raise argparse.ArgumentTypeError(f"expected KIND:DIR with KIND one of {', '.join(TRACKERS)}, got {text!r}")
+    return text
+
+
+tracker_spec.__name__ = "tracker"
+
+
+def add_tracker_arg(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--tracker", type=tracker_spec, default=None, metavar="KIND:DIR",
+                   help="also log the finished runs (and report) to tensorboard:DIR or mlflow:DIR, local files only "
+                        "(needs the trackers extra; default: off)")
+
+
+def log_to_tracker(spec: str | None, runs: list, report=None) -> None:
+    """Log finished run directories (and a report) to the tracker ``spec`` names; nothing when it is None."""
+    if spec is None:
+        return
+    from sdprobe.trackers import log_run, open_tracker
+
+    with open_tracker(spec) as tracker:
+        for i, path in enumerate(runs):
+            log_run(path, tracker, report=report if i == len(runs) - 1 else None)

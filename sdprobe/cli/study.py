@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 from pathlib import Path
 
-from sdprobe.cli.common import DTYPES, positive_int
+from sdprobe.cli.common import DTYPES, add_tracker_arg, log_to_tracker, positive_int
 
 MAX_DEFAULT_JOBS = 4  # default sweep processes, capped by the CPUs available
 
@@ -25,6 +25,7 @@ def add_parser(sub) -> None:
     p.add_argument("--jobs", type=positive_int, default=None,
                    help="processes for the sweeps (default: the CPUs this process may use, at most 4)")
     p.add_argument("--report", type=Path, default=None, help="also copy the report to this path")
+    add_tracker_arg(p)
     p.set_defaults(func=run)
 
 
@@ -50,5 +51,10 @@ def run(args: argparse.Namespace) -> int:
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(report, args.report)
+    if args.tracker:
+        from sdprobe.report import discover
+        from sdprobe.report.structure import all_runs
+
+        log_to_tracker(args.tracker, [r.path for r in all_runs(discover([args.out]))], report=report)
     print(report)
     return 0

@@ -8,8 +8,8 @@ from pathlib import Path
 from sdprobe import checks
 
 from sdprobe.cli.common import (
-    FRACTION, NON_NEGATIVE, POSITIVE, SEED, add_generation_args, add_model_args, add_reader_args, generation_config,
-    load, metric_options, positive_int,
+    FRACTION, NON_NEGATIVE, POSITIVE, SEED, add_generation_args, add_model_args, add_reader_args, add_tracker_arg,
+    generation_config, load, log_to_tracker, metric_options, positive_int,
 )
 from sdprobe.suites import read_prompts
 
@@ -59,6 +59,7 @@ def add_parser(sub) -> None:
                         "CPU, so memory stays near the model's own; memory = beside the weights (fastest) "
                         "(default: %(default)s)")
     p.add_argument("-o", "--out", type=Path, required=True, help="run directory")
+    add_tracker_arg(p)
     p.set_defaults(func=run)
 
 
@@ -94,5 +95,6 @@ def run(args: argparse.Namespace) -> int:
     config = config_from_args(args)  # validates before the model loads
     pipe = load(args)
     run_dir = run_sweep(pipe, config, args.out, store=args.store)
+    log_to_tracker(args.tracker, [run_dir.path])
     print(run_dir.path)
     return 0
