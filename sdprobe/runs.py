@@ -171,6 +171,12 @@ class RunDir:
     def __init__(self, path: Path):
         self.path = Path(path)
 
+    def _repr_html_(self) -> str:
+        """How it shows itself in Jupyter (:mod:`sdprobe.report.cards`)."""
+        from sdprobe.report.cards import run_card
+
+        return run_card(self)
+
     # -- creation and resume -------------------------------------------------------------------------------------
     @classmethod
     def open_or_create(cls, path: Path, config: dict, kind: str = "sweep") -> "RunDir":

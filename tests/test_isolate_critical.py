@@ -143,6 +143,9 @@ def test_recovers_the_planted_set_and_confirms_it_on_other_samples(toy, prior):
     assert conf["selectivity"] == {"out1": 0.0}  # output 1 does not read the path units
     assert s["where"] == {"text_encoder/0": 3}
     assert conf["accuracy"]["fail"]["out0"] == 0.0 and conf["accuracy"]["restored"]["out0"] == 1.0
+    card = cs._repr_html_()  # how Jupyter shows it: the verdict and both directions' confirmation numbers
+    assert "no replicable critical set" in card and "3 of " in card
+    assert card.count("1.000 [") == 2 and f"{nec['p_value']:.3f}" in card
 
 
 def test_a_set_that_does_not_beat_its_controls_is_not_called_critical(toy):

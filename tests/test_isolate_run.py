@@ -193,6 +193,8 @@ def test_replicate_retests_a_saved_set_on_new_prompts_and_refuses_other_models(t
     assert not set(result.split.prompts) & set(PROMPTS) and not set(result.split.seeds) & {11, 22}
     assert result.verdict in ("critical", "no replicable critical set")
     assert all(r.n_controls >= 1 and not np.isnan(r.p_adjusted) for r in result.directions.values())
+    card = result._repr_html_()
+    assert result.verdict in card and "3 new prompts and seeds" in card and "necessity" in card
     # a set naming tensors the model does not have is refused, naming them
     other = read_set_file(path)
     other.weights = {"text_encoder.nowhere.weight": torch.tensor([0])}

@@ -147,6 +147,12 @@ class BiasCriticalResult:
     splits: dict
     shapes: dict
 
+    def _repr_html_(self) -> str:
+        """How it shows itself in Jupyter (:mod:`sdprobe.report.cards`)."""
+        from sdprobe.report.cards import debias_card
+
+        return debias_card(self)
+
 
 def target_group(probe: BiasProbe, name: str | None) -> ProbeGroup:
     """The group to debias: ``name``, or the one whose expected share of ``biased_value`` is highest."""

@@ -106,6 +106,12 @@ class CriticalSet:
     def alpha(self) -> float:
         return float(self.design.get("alpha", 0.05))
 
+    def _repr_html_(self) -> str:
+        """How it shows itself in Jupyter (:mod:`sdprobe.report.cards`)."""
+        from sdprobe.report.cards import critical_card
+
+        return critical_card(self)
+
     @property
     def verdict(self) -> str:
         """``critical`` when both directions have a positive effect and pass at ``alpha`` after Holm."""

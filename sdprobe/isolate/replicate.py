@@ -46,6 +46,12 @@ class Replication:
     alpha: float
     metric: str = "oracle"  # the metric that judged this replication
 
+    def _repr_html_(self) -> str:
+        """How it shows itself in Jupyter (:mod:`sdprobe.report.cards`)."""
+        from sdprobe.report.cards import replication_card
+
+        return replication_card(self)
+
     def summary(self) -> dict:
         return {"meaning": self.meaning, "model": self.model, "metric": self.metric, "size": self.size,
                 "n_prompts": len(self.split),

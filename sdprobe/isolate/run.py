@@ -194,6 +194,12 @@ class IsolationReport:
     overlaps: pd.DataFrame
     where: pd.DataFrame
 
+    def _repr_html_(self) -> str:
+        """How it shows itself in Jupyter (:mod:`sdprobe.report.cards`)."""
+        from sdprobe.report.cards import isolation_card
+
+        return isolation_card(self)
+
 
 def where_table(sets: dict[str, CriticalSet]) -> pd.DataFrame:
     """meaning, component, role, count: how many weights of each set live in each component and role."""

@@ -18,7 +18,8 @@ TEMPLATE = "report.html"
 TEMPLATES_DIR = Path(__file__).parent / "templates"
 
 
-def _environment() -> jinja2.Environment:
+def environment() -> jinja2.Environment:
+    """The report templates' Jinja2 environment (autoescaping on, undefined names are errors)."""
     env = jinja2.Environment(loader=jinja2.FileSystemLoader(TEMPLATES_DIR), autoescape=True,
                              undefined=jinja2.StrictUndefined, trim_blocks=True, lstrip_blocks=True)
     env.filters["b64"] = lambda data: base64.b64encode(data).decode("ascii")
@@ -39,7 +40,7 @@ def render(report: Report) -> str:
         >>> html.startswith("<!DOCTYPE html>")
         True
     """
-    return _environment().get_template(TEMPLATE).render(report=report)
+    return environment().get_template(TEMPLATE).render(report=report)
 
 
 def write(report: Report, path: Path) -> Path:

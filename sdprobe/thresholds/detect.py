@@ -164,6 +164,12 @@ class CollapseResult:
         """One dict per event (one for "none"), for a table."""
         return [e.to_dict() for e in self.events] or [self.to_dict()]
 
+    def _repr_html_(self) -> str:
+        """How it shows itself in Jupyter (:mod:`sdprobe.report.cards`)."""
+        from sdprobe.report.cards import collapse_card
+
+        return collapse_card(self)
+
 
 @dataclass(frozen=True)
 class _Curve:
