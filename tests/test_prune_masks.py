@@ -429,3 +429,17 @@ def test_a_second_ctrl_c_during_the_restore_waits_for_it(tmp_path):
     out = subprocess.run([sys.executable, str(script), str(Path(__file__).parent)], capture_output=True, text=True,
                          timeout=120)
     assert "interrupted restored" in out.stdout, out.stdout + out.stderr
+
+
+@pytest.mark.parametrize("shape", [(1, 100), (1, 200_003), (7, 40_000)])
+def test_the_parallel_sort_orders_exactly_as_a_stable_float_argsort(shape):
+    from sdprobe.prune.layout import ascending_order
+
+    g = torch.Generator().manual_seed(0)
+    scores = torch.randint(0, 50, shape, generator=g).float() / 7  # many ties, so stability matters
+    scores[..., ::11] = -0.0  # signed zeros compare equal to 0.0
+    scores[..., 5::13] = 0.0
+    scores[..., 3::17] = -scores[..., 3::17]
+    expected = torch.argsort(scores, dim=1, stable=True)
+    assert torch.equal(ascending_order(scores), expected)
+    assert torch.equal(ascending_order(scores, 17), expected[:, :17])

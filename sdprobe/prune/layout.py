@@ -67,6 +67,22 @@ def sortable_keys(values: torch.Tensor) -> torch.Tensor:
     return torch.where(bits < 0, bits ^ 0x7FFFFFFF, bits)
 
 
+def ascending_order(scores: torch.Tensor, kmax: int | None = None) -> torch.Tensor:
+    """The stable ascending order of each row of ``scores`` (G, L), its first ``kmax`` columns (G, kmax).
+
+    A single row on the CPU (a per-matrix or per-tensor group) is sorted as int32 keys that order like the floats
+    (:func:`sortable_keys`; ``-0.0`` is first made ``0.0``, which compares equal to it). torch sorts a 1-D integer
+    tensor stably with a parallel radix sort, so the one-off sort uses every core, where a float row sorts on one.
+    Several rows (per-row groups) are sorted in parallel across rows; CUDA tensors keep the device's own sort.
+    Both give the same order as ``torch.argsort(scores, dim=1, stable=True)``.
+    """
+    kmax = scores.shape[1] if kmax is None else kmax
+    if scores.shape[0] == 1 and scores.device.type == "cpu":
+        keys = sortable_keys(scores.reshape(-1) + 0.0)
+        return torch.sort(keys, stable=True).indices[:kmax].reshape(1, -1)
+    return torch.argsort(scores, dim=1, stable=True)[:, :kmax]
+
+
 def global_counts(keys: list[torch.Tensor], rank: int) -> list[int]:
     """Per-tensor counts of the ``rank`` lowest entries across all tensors.
 

@@ -390,8 +390,8 @@ class ProgressiveMask:
         layouts = [TensorState.layout(r, self.group) for r in self.refs]
         if self.group.kind == "global":
             where = [sort_device(self.store, t.ref.weight.device) for t in layouts]
-            keys = [self._held(sortable_keys(torch.sort(scores[t.name].reshape(-1).to(w)).values))
-                    for t, w in zip(layouts, where)]
+            keys = [self._held(torch.sort(sortable_keys(scores[t.name].reshape(-1).to(w) + 0.0), stable=True).values)
+                    for t, w in zip(layouts, where)]  # a stable sort of integers is torch's parallel radix sort
             kmax = global_counts(keys, count(self.max_sparsity, self.numel))
         else:
             kmax, keys = self._counts(self.max_sparsity), [None] * len(layouts)
