@@ -16,6 +16,13 @@ it, through sdprobe's public API, and scores the answer:
 
     python analyses/planted_control.py --out runs/planted --report reports/planted-control.json
 
+With ``--judge clip`` the same pipeline is judged by ``clip-attributes`` through ``builtin:tiny-shapes-clip``
+(what a user with a real model and no oracle runs): the sweep, its thresholds and the isolation see only CLIP's
+readings. The set CLIP finds is then judged again by the oracle, on prompts and seeds neither search nor CLIP's
+confirmation used (``replicate(..., metric=OracleMetric())``), with the same controls:
+
+    python analyses/planted_control.py --judge clip --out runs/planted-clip --report reports/planted-control-clip.json
+
 The design is smaller than isolate's defaults in prompts, larger in controls: the planted effect is large, so 32
 confirmation prompts find a 30-point effect with >= 80% power; 400 random controls per direction make p = 1/401
 reachable, 2/401 = 0.005 after Holm over the run's two tests. About 30 minutes on 2 CPU cores.
@@ -34,7 +41,7 @@ import torch
 from sdprobe.architecture import select
 from sdprobe.evidence import ConfirmConfig, read_set_file
 from sdprobe.generate import GenerationConfig, generate
-from sdprobe.isolate import IsolationConfig, isolate
+from sdprobe.isolate import IsolationConfig, NothingToIsolate, SearchBudgetExceeded, isolate, replicate
 from sdprobe.metrics import OracleMetric
 from sdprobe.models import BUILTINS, load_pipeline
 from sdprobe.prune import MagnitudeScorer, ProgressiveMask
@@ -46,6 +53,12 @@ MODEL = "builtin:tiny-shapes-planted"
 SWEEP = dict(method="magnitude", start=0.0, stop=0.6, step=0.05, refine=0.005, n_prompts=32)
 DESIGN = dict(n_confirm=32, effect=0.3)
 CONTROLS = dict(n_controls=400, n_matched=50)
+JUDGES = {  # the sweep's metrics for each judge; isolation judges with the sweep's meaning metric
+    "oracle": dict(metrics=["oracle", "distance"]),
+    "clip": dict(metrics=["clip-attributes", "distance"],
+                 metric_options={"clip-attributes": {"clip_path": "builtin:tiny-shapes-clip"}}),
+}
+REPLICATION_SEED = 1  # the oracle's replication split of a CLIP-found set: other prompts and seeds than seed 0's
 
 
 def overlap(found: dict, truth: dict) -> dict:
@@ -85,33 +98,49 @@ def main() -> int:
     p.add_argument("--out", type=Path, default=Path("runs/planted"), help="sweep run folder (resumes)")
     p.add_argument("--report", type=Path, default=Path("reports/planted-control.json"))
     p.add_argument("--dense-images", type=int, default=128)
+    p.add_argument("--judge", choices=sorted(JUDGES), default="oracle",
+                   help="who reads the meanings in the sweep and the isolation (default: %(default)s)")
     args = p.parse_args()
     t0 = time.time()
     truth = read_set_file(BUILTINS["tiny-shapes-planted"] / "planted.json")
-    result: dict = {"model": MODEL, "planted": {"size": truth.size, "window": truth.window}, "sweep": SWEEP,
-                    "design": DESIGN, "controls": CONTROLS}
+    result: dict = {"model": MODEL, "judge": args.judge, "planted": {"size": truth.size, "window": truth.window},
+                    "sweep": {**SWEEP, **JUDGES[args.judge]}, "design": DESIGN, "controls": CONTROLS}
     result["planted"]["expected_color_accuracy"] = truth.evidence.get("expected_color_accuracy")
     result["dense_accuracy"] = dense_accuracy(args.dense_images, truth)
     print("dense accuracy:", json.dumps(result["dense_accuracy"]))
 
     pipe = load_pipeline(MODEL)
-    run = run_sweep(pipe, SweepConfig(model=MODEL, **SWEEP), args.out)
+    run = run_sweep(pipe, SweepConfig(model=MODEL, **SWEEP, **JUDGES[args.judge]), args.out)
     table = largest(run_thresholds(run.path)).set_index("metric")
     result["thresholds"] = {m: {k: table.loc[m, k] for k in ("kind", "threshold", "ci_low", "ci_high", "s_hold", "s_fail")}
                             for m in ("color", "shape", "position", "size") if m in table.index}
     print("thresholds:", json.dumps(result["thresholds"], default=str))
 
-    cs = isolate(run.path, "color", pipe, IsolationConfig(**DESIGN, confirm=ConfirmConfig(**CONTROLS)))
+    try:
+        cs = isolate(run.path, "color", pipe, IsolationConfig(**DESIGN, confirm=ConfirmConfig(**CONTROLS)))
+    except (NothingToIsolate, SearchBudgetExceeded) as exc:  # a negative result is a result: record it
+        result["isolation"] = {"verdict": "no set found on the search split", "why": str(exc)}
+        result["recovery"] = overlap({}, truth.weights)
+        return _write(result, args.report, t0)
     summary = cs.summary()
     result["isolation"] = {"verdict": cs.verdict, "window": cs.window, "candidates": int(cs.candidates.n),
                            "evaluations": cs.search.evaluations, "confirmation": summary["confirmation"],
                            "selectivity": cs.selectivity}
     result["recovery"] = overlap(cs.indices(), truth.weights)
-    result["minutes"] = (time.time() - t0) / 60
+    if args.judge != "oracle":  # the truth judges what CLIP found, on prompts and seeds nobody has seen
+        rep = replicate(run.path / "critical" / "color" / "set.json", pipe=pipe, n_confirm=DESIGN["n_confirm"],
+                        seed=REPLICATION_SEED, confirm=ConfirmConfig(**CONTROLS), metric=OracleMetric())
+        result["oracle_replication"] = rep.summary()
+        print("oracle replication:", rep.verdict)
     print("verdict:", cs.verdict, "recovery:", json.dumps(result["recovery"]))
-    args.report.parent.mkdir(parents=True, exist_ok=True)
-    args.report.write_text(json.dumps(result, indent=1, default=str) + "\n")
-    print(args.report)
+    return _write(result, args.report, t0)
+
+
+def _write(result: dict, report: Path, t0: float) -> int:
+    result["minutes"] = (time.time() - t0) / 60
+    report.parent.mkdir(parents=True, exist_ok=True)
+    report.write_text(json.dumps(result, indent=1, default=str) + "\n")
+    print(report)
     return 0
 
 

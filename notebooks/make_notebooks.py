@@ -1,10 +1,11 @@
-"""Write the tutorial notebooks from the plain lists of cells below, without outputs.
+"""Write the tutorial notebooks from the plain lists of cells below, and publish them executed.
 
 The notebooks are generated so that their source stays reviewable in one place: edit the cells here, then run
 
-    python notebooks/make_notebooks.py
+    python notebooks/make_notebooks.py --execute
 
-to rewrite ``notebooks/*.ipynb`` (cell ids are fixed, so unchanged cells give no diff). Every notebook uses only the
+to rewrite ``notebooks/*.ipynb`` and run each one, so that the committed copies show their outputs (cell ids are
+fixed, so unchanged cells give no source diff). Every notebook uses only the
 public API of sdprobe and keeps its scale knobs (prompts, steps, levels) small in its first code cell, so it runs in
 a few minutes on a CPU; raise them for real studies. ``tests/test_notebooks.py`` executes all of them.
 """
@@ -19,29 +20,16 @@ import nbformat
 
 HERE = Path(__file__).resolve().parent
 KERNEL = {"name": "python3", "display_name": "Python 3", "language": "python"}
+CELL_TIMEOUT_S = 900  # per cell when executing
+WIDGET = "application/vnd.jupyter.widget-view+json"  # the output type of tqdm's notebook progress bars
 
-# Shared by every notebook: how images are shown (32x32 pixels, so enlarged without smoothing).
-SHOW_IMAGES = '''
-def show_images(images, titles, columns=4, size=2.2, fontsize=7, width=30):
-    """Show images (N, H, W, 3) in a grid, enlarged without smoothing; NaN pixels (a collapsed model) are black."""
-    rows = -(-len(images) // columns)
-    fig, axes = plt.subplots(rows, columns, figsize=(size * columns, (size + 0.9) * rows), squeeze=False)
-    for ax in axes.flat:
-        ax.axis("off")
-    for ax, image, title in zip(axes.flat, images, titles):
-        ax.imshow(np.nan_to_num(image).clip(0, 1), interpolation="nearest")
-        ax.set_title("\\n".join(textwrap.fill(line, width) for line in title.split("\\n")), fontsize=fontsize)
-    fig.tight_layout()
-    plt.show()
-
-
-def reading_text(reading):
-    """What the oracle read from one image, in words."""
-    if not reading.readable:
-        return f"unreadable ({reading.reason})"
-    a = reading.attributes
-    return f"{a['size']} {a['color']} {a['shape']}, {a['position']}"
-'''
+OUTPUTS = "outputs"  # each notebook keeps its runs and reports in notebooks/outputs/<notebook name>/
+RUN_MINUTES = {  # stated in each notebook's header: its measured run time on 2 CPU cores, rounded up
+    "01_quickstart.ipynb": 1,
+    "02_critical_weights.ipynb": 6,
+    "03_bias_probe.ipynb": 1,
+    "04_attribution.ipynb": 1,
+}
 
 QUICKSTART = [
     ("md", """
@@ -61,7 +49,7 @@ QUICKSTART = [
         4. look at the same images across the sparsity levels.
         """),
     ("code", """
-        # Scale knobs: small, so the notebook runs in a couple of minutes on a CPU. Raise them for real studies
+        # Scale knobs: small, so the notebook runs in the time its header states. Raise them for real studies
         # (analyses/organism.toml uses 32 prompts, 20 steps, a 0.05 grid up to 0.95 and refinement to 0.005).
         MODEL = "builtin:tiny-shapes"  # the built-in organism; a local diffusers folder works too
         DEVICE = "cpu"
@@ -74,20 +62,19 @@ QUICKSTART = [
         N_SAMPLES = 6  # sample prompts kept as image strips at every level
         """),
     ("code", """
-        import tempfile
-        import textwrap
         from pathlib import Path
 
-        import matplotlib.pyplot as plt
         import numpy as np
 
         import sdprobe
         from sdprobe.generate import GenerationConfig, generate
+        from sdprobe.notebook import describe_reading, plot_curves, sample_grid, show_images
         from sdprobe.world import format_prompt, read_batch, sample_specs
+
+        OUT = Path("outputs") / "01_quickstart"  # the run and its report stay here (beside this notebook)
 
         print("sdprobe", sdprobe.__version__)
         """),
-    ("code", SHOW_IMAGES),
     ("md", """
         ## 1. Load the organism and generate
 
@@ -111,7 +98,7 @@ QUICKSTART = [
         """),
     ("code", """
         readings = read_batch(images)
-        show_images(images, [f"{p}\\nread: {reading_text(r)}" for p, r in zip(prompts, readings)])
+        show_images(images, [f"{p}\\nread: {describe_reading(r)}" for p, r in zip(prompts, readings)])
         """),
     ("md", """
         ## 2. A pruning sweep of the text encoder
@@ -127,8 +114,7 @@ QUICKSTART = [
         strips), which a later call can resume.
         """),
     ("code", """
-        workdir = tempfile.TemporaryDirectory(prefix="sdprobe-quickstart-")  # removed when the kernel stops
-        run_dir = Path(workdir.name) / "te-magnitude"
+        run_dir = OUT / "te-magnitude"  # a second run of this cell resumes (or reuses) the same run
         config = sdprobe.SweepConfig(
             model=MODEL,
             components={"text_encoder": sdprobe.ComponentPlan(["text_encoder"])},
@@ -138,7 +124,7 @@ QUICKSTART = [
             generation=generation, device=DEVICE,
         )
         run = sdprobe.run_sweep(pipe, config, run_dir)
-        print(f"{len(run.done_levels())} levels in {run.path}:", run.done_levels())
+        run  # a run shows what it is, how far it got and its thresholds
         """),
     ("md", """
         ## 3. Collapse thresholds
@@ -158,29 +144,13 @@ QUICKSTART = [
                     "relative_drop", "width"]].round(3)
         """),
     ("md", """
-        The curves below are the mean of each oracle column over the prompts at every level (accuracy for the four
-        meanings, the unreadable rate). Shaded bands mark the interval of each event's threshold; dashed lines are
-        sudden events, dotted ones gradual.
+        `plot_curves` draws the curves as the HTML report does: the mean of each metric over the prompts at every
+        level, with a 95% bootstrap band over seeds (accuracy for the four meanings, the unreadable rate, the pixel
+        distance to the dense image). Dashed lines are event thresholds with their intervals shaded; dotted lines
+        are each meaning's chance level. A metric that never moves still gets its panel here; the report drops it.
         """),
     ("code", """
-        results = run.results()
-        columns = ["color", "shape", "position", "size", "unreadable"]
-        curves = results.groupby("level")[columns].mean()
-
-        fig, ax = plt.subplots(figsize=(7, 4))
-        for i, column in enumerate(columns):
-            ax.plot(curves.index, curves[column], marker="o", markersize=3, color=f"C{i}", label=column)
-            for _, row in thresholds[thresholds["metric"] == column].iterrows():  # one row per event
-                if row["kind"] != "none" and np.isfinite(row["threshold"]):
-                    ax.axvspan(row["ci_low"], row["ci_high"], color=f"C{i}", alpha=0.15)
-                    ax.axvline(row["threshold"], color=f"C{i}", linestyle="--" if row["kind"] == "sudden" else ":",
-                               linewidth=1)
-        ax.set_xlabel("text-encoder sparsity (magnitude pruning)")
-        ax.set_ylabel("share of images")
-        ax.set_ylim(-0.02, 1.02)
-        ax.legend(loc="center left", bbox_to_anchor=(1, 0.5))
-        ax.set_title("oracle accuracy per meaning vs sparsity")
-        plt.show()
+        plot_curves(run)
         """),
     ("md", """
         ## 4. The same images across sparsity
@@ -194,16 +164,7 @@ QUICKSTART = [
         for i, prompt in enumerate(samples["prompts"]):
             print(f"column {i}: {prompt!r} (seed {samples['seeds'][i]})")
 
-        levels = run.done_levels()
-        strips = [plt.imread(run.sample_image(level))[..., :3] for level in levels]  # one row of images per level
-        height = strips[0].shape[0]
-        fig, ax = plt.subplots(figsize=(1.2 * len(samples["prompts"]), 0.22 * len(levels) * len(samples["prompts"])))
-        ax.imshow(np.concatenate(strips), interpolation="nearest")
-        ax.set_yticks(height * np.arange(len(levels)) + height / 2, [f"{level:.3f}" for level in levels], fontsize=8)
-        ax.set_xticks([])
-        ax.set_ylabel("text-encoder sparsity")
-        ax.set_title("sample images per sparsity level (columns: the prompts above)", fontsize=9)
-        plt.show()
+        sample_grid(run)
         """),
     ("md", """
         ## Where next
@@ -219,14 +180,11 @@ QUICKSTART = [
         An HTML report of this run (it reads only the run directory, never the model):
         """),
     ("code", """
-        report = sdprobe.make_report([run.path], run.path.parent / "report.html")
-        print(report)
+        report = sdprobe.make_report([run.path], OUT / "report.html")
+        print(f"open {report.resolve()} in a browser")
         """),
     ("md", """
-        The run and its report live in a temporary folder; the last cell deletes it (skip it to keep them).
-        """),
-    ("code", """
-        workdir.cleanup()
+        The run and its report stay in `notebooks/outputs/01_quickstart/`; delete the folder to start afresh.
         """),
 ]
 
@@ -247,27 +205,33 @@ CRITICAL = [
         **confirmation split** of fresh prompts and seeds, in both directions (necessity and sufficiency), each
         against random sets of the same size drawn from the same tensors (and against magnitude-matched ones), and
         corrects the p-values for every test of the run (Holm). Only confirmation numbers are headline numbers.
+
+        **A known answer.** On the organism itself, the study's searches have found no replicable critical set (a
+        negative result, stated in the README). This notebook therefore runs on `builtin:tiny-shapes-planted`: the
+        organism with a text encoder in which a color word reaches the rest of the model only through **two
+        planted weights**, both pruned by magnitude between sparsity 0.350 and 0.355. Its ground truth ships with
+        it (`planted.json`), so every step below can be checked against the answer. Set `MODEL` to
+        `"builtin:tiny-shapes"` to run the same steps on the organism.
         """),
     ("code", """
-        # Scale knobs: small, so the notebook runs in a few minutes on a CPU. analyses/organism.toml uses 32 prompts
-        # per sweep level, 20 steps, 16 search prompts, 96 confirmation prompts, 200 + 50 controls.
-        MODEL = "builtin:tiny-shapes"
+        # Scale knobs: small, so the notebook runs in the time its header states. analyses/organism.toml uses
+        # 32 prompts per sweep level, 20 steps, 16 search prompts, 96 confirmation prompts, 200 + 50 controls.
+        MODEL = "builtin:tiny-shapes-planted"  # the organism with 2 planted color weights (the known answer)
         DEVICE = "cpu"
         SEED = 0
         COMPONENT, METHOD = "text_encoder", "magnitude"  # what the sweep prunes, and how
         N_PROMPTS = 16  # prompts per sweep level (the search split)
         STEPS = 10  # denoising steps per image
-        START, STOP, STEP = 0.0, 0.9, 0.1  # the sweep's uniform grid
-        REFINE = 0.025  # bisect collapses down to this resolution
-        PREFERRED = ("position", "shape", "color", "size")  # isolate the first that collapses suddenly
-        N_CONFIRM = 48  # confirmation prompts: fresh prompts and seeds
-        EFFECT = 0.25  # the effect this small split can detect with 80% power (the study's 96 prompts: 0.10)
+        START, STOP, STEP = 0.0, 0.6, 0.1  # the sweep's uniform grid
+        REFINE = 0.005  # bisect collapses down to this resolution
+        PREFERRED = ("color", "position", "shape", "size")  # isolate the first that collapses suddenly
+        N_CONFIRM = 32  # confirmation prompts: fresh prompts and seeds
+        EFFECT = 0.3  # the effect this small split can detect with 80% power (the study's 96 prompts: 0.10)
         N_CONTROLS, N_MATCHED = 100, 20  # the most controls per direction (sequential: fewer when the set looks null)
         MAX_EVALUATIONS = 150  # test budget of the search
         N_SHOW = 6  # prompts shown in the image comparison
         """),
     ("code", """
-        import tempfile
         import textwrap
         from pathlib import Path
 
@@ -277,14 +241,16 @@ CRITICAL = [
         import torch
 
         import sdprobe
-        from sdprobe.evidence import ConfirmConfig
+        from sdprobe.evidence import ConfirmConfig, read_set_file
         from sdprobe.generate import GenerationConfig, generate
         from sdprobe.isolate import (IsolationConfig, NothingToIsolate, SearchBudgetExceeded, isolate,
                                      load_critical_set, load_summary, resolve_window, sudden_meanings)
+        from sdprobe.models import BUILTINS
         from sdprobe.prune import prune
         from sdprobe.world import read_batch
+
+        OUT = Path("outputs") / "02_critical_weights"  # the sweep and its critical sets stay here
         """),
-    ("code", SHOW_IMAGES),
     ("md", """
         ## 1. A sweep with a sudden collapse
 
@@ -299,8 +265,7 @@ CRITICAL = [
             start=START, stop=STOP, step=STEP, refine=REFINE, n_prompts=N_PROMPTS, seed=SEED,
             generation=generation, device=DEVICE,
         )
-        workdir = tempfile.TemporaryDirectory(prefix="sdprobe-critical-")  # removed when the kernel stops
-        run = sdprobe.run_sweep(pipe, config, Path(workdir.name) / "te-magnitude")
+        run = sdprobe.run_sweep(pipe, config, OUT / "te-magnitude")
         thresholds = sdprobe.run_thresholds(run.path)
         thresholds[["metric", "event", "largest", "kind", "threshold", "ci_low", "ci_high", "s_hold", "s_fail",
                     "relative_drop"]].round(3)
@@ -332,6 +297,7 @@ CRITICAL = [
         if MEANING is None:
             print("No set was found on the search split at this scale, so the cells below have nothing to show. "
                   "Raise N_PROMPTS, STEPS or MAX_EVALUATIONS in the first cell.")
+        critical  # a critical set shows its verdict and its confirmation evidence
         """),
     ("md", """
         The summary (`critical/<meaning>/summary.json`) files every number under the split it comes from. The
@@ -377,6 +343,18 @@ CRITICAL = [
         if MEANING is not None:
             weights = pd.read_csv(run.path / "critical" / MEANING / "weights.csv")
             display(weights[["qualified_name", "role", "row", "col", "value", "rank"]].head(10))
+        """),
+    ("md", """
+        Against the known answer (the planted variant only): which of the found weights are the planted ones?
+        """),
+    ("code", """
+        truth_file = BUILTINS[MODEL.removeprefix("builtin:")] / "planted.json"
+        if MEANING is not None and truth_file.exists():
+            truth = read_set_file(truth_file)
+            found = {(n, int(i)) for n, idx in load_critical_set(run.path, MEANING).items() for i in idx}
+            planted = {(n, int(i)) for n, idx in truth.weights.items() for i in idx}
+            print(f"found {len(found)} weights, planted {len(planted)}, both: {len(found & planted)} "
+                  f"(precision {len(found & planted) / len(found):.2f}, recall {len(found & planted) / len(planted):.2f})")
         """),
     ("md", """
         ## 3. Load the set back and look at the images
@@ -466,10 +444,8 @@ CRITICAL = [
         * `04_attribution.ipynb` asks the same question from the gradient side: which weights does captum's
           saliency point to, and do they overlap the critical set?
 
-        The sweep and its critical set live in a temporary folder; the last cell deletes it (skip it to keep them).
-        """),
-    ("code", """
-        workdir.cleanup()
+        The sweep and its critical set stay in `notebooks/outputs/02_critical_weights/`; `sdprobe report
+        notebooks/outputs/02_critical_weights/te-magnitude` writes their HTML report.
         """),
 ]
 
@@ -488,8 +464,8 @@ BIAS = [
         measures how pruning moves them.
         """),
     ("code", """
-        # Scale knobs: small, so the notebook runs in a couple of minutes on a CPU. Raise them for real studies
-        # (analyses/organism.toml: 128 images per group, 20 steps, text encoder and UNet at 0.2 ... 0.8).
+        # Scale knobs: small, so the notebook runs in the time its header states. Raise them for real studies
+        # (analyses/organism.toml: 48 images per group, 20 steps, text encoder and UNet by magnitude at 0.4 and 0.8).
         MODEL = "builtin:tiny-shapes"
         DEVICE = "cpu"
         SEED = 0  # image i of a group uses seed SEED + i; also seeds the bootstrap
@@ -501,7 +477,7 @@ BIAS = [
         SPARSITIES = (0.2, 0.4, 0.6)  # its levels
         """),
     ("code", """
-        import textwrap
+        from pathlib import Path
 
         import matplotlib.pyplot as plt
         import numpy as np
@@ -511,9 +487,11 @@ BIAS = [
         from sdprobe.bias import (bias_vs_sparsity, distribution_rows, group_prompts, load_bias_probe, measure,
                                   metric_rows, oracle_classifier)
         from sdprobe.generate import GenerationConfig, generate
+        from sdprobe.notebook import show_images
         from sdprobe.world import PLANTED_BIAS_COLOR, PLANTED_BIAS_SHARE, read_batch
+
+        OUT = Path("outputs") / "03_bias_probe"  # the tables stay here (beside this notebook)
         """),
-    ("code", SHOW_IMAGES),
     ("md", """
         ## 1. The probe
 
@@ -636,6 +614,14 @@ BIAS = [
         distributions, per-prompt accuracies and dose-response (the set's weights x alpha) land in
         `runs/bias/critical/circle/`. Your own probes are TOML files in the format of
         `sdprobe/probes/default-color.toml`.
+
+        This notebook's tables stay in `notebooks/outputs/03_bias_probe/`:
+        """),
+    ("code", """
+        OUT.mkdir(parents=True, exist_ok=True)
+        for name, table in {"labels": labels, "distribution": dense, "metrics": metrics, "vs_sparsity": curve}.items():
+            table.to_csv(OUT / f"{name}.csv", index=False)
+        sorted(p.name for p in OUT.iterdir())
         """),
 ]
 
@@ -656,7 +642,7 @@ ATTRIBUTION = [
           https://arxiv.org/abs/1805.12233); for UNet layers, Integrated Gradients on a gate scaling each unit.
         """),
     ("code", """
-        # Scale knobs: small, so the notebook runs in a couple of minutes on a CPU. Raise them for real studies
+        # Scale knobs: small, so the notebook runs in the time its header states. Raise them for real studies
         # (analyses/organism.toml attributes 16 prompts; the defaults are 8 sampler steps, 32 IG steps and the
         # score averaged over 4 initial noises per prompt).
         MODEL = "builtin:tiny-shapes"
@@ -673,7 +659,7 @@ ATTRIBUTION = [
         TOP_K = 15  # units shown
         """),
     ("code", """
-        import textwrap
+        from pathlib import Path
 
         import matplotlib.pyplot as plt
         import numpy as np
@@ -683,9 +669,11 @@ ATTRIBUTION = [
         from sdprobe.attribution import (IGConfig, MeaningScore, Trajectory, TrajectoryConfig, attribute_neurons,
                                          attribute_tokens, load_probe, top1_rate)
         from sdprobe.generate import GenerationConfig, generate
+        from sdprobe.notebook import show_images
         from sdprobe.world import parse_prompt, read_batch
+
+        OUT = Path("outputs") / "04_attribution"  # the attribution tables stay here (beside this notebook)
         """),
-    ("code", SHOW_IMAGES),
     ("md", """
         ## 1. The meaning score
 
@@ -769,6 +757,14 @@ ATTRIBUTION = [
         `sdprobe attribute --target color --prompt "a red circle" --neurons text_encoder.mlp unet.attn2
         --critical RUN_DIR` writes these tables to a run directory and compares weight saliency with the critical
         sets of a sweep run (precision at k and rank overlap); `sdprobe report` shows them next to the sweep.
+
+        This notebook's tables stay in `notebooks/outputs/04_attribution/`:
+        """),
+    ("code", """
+        OUT.mkdir(parents=True, exist_ok=True)
+        tokens.to_csv(OUT / "tokens.csv", index=False)
+        neurons.to_csv(OUT / "neurons.csv", index=False)
+        sorted(p.name for p in OUT.iterdir())
         """),
 ]
 
@@ -780,11 +776,12 @@ NOTEBOOKS = {
 }
 
 
-def build(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
+def build(cells: list[tuple[str, str]], minutes: int | None = None) -> nbformat.NotebookNode:
     """A notebook (no outputs) from ``(kind, source)`` pairs, kind ``"md"`` or ``"code"``.
 
     Args:
         cells (list[tuple[str, str]]): the cells in order; sources are dedented and stripped.
+        minutes (int | None): the run time stated at the end of the first cell. Default: none stated.
 
     Returns:
         nbformat.NotebookNode: a valid nbformat 4 notebook with fixed cell ids ``cell-00``, ``cell-01``, ...
@@ -801,26 +798,62 @@ def build(cells: list[tuple[str, str]]) -> nbformat.NotebookNode:
     for i, (kind, source) in enumerate(cells):
         if kind not in makers:
             raise ValueError(f"unknown cell kind {kind!r}; valid: {', '.join(makers)}")
-        nb.cells.append(makers[kind](textwrap.dedent(source).strip(), id=f"cell-{i:02d}"))
+        text = textwrap.dedent(source).strip()
+        if i == 0 and minutes is not None:
+            text += (f"\n\n*Run time: about {minutes} minutes on 2 CPU cores at the scale set in the first code "
+                     f"cell. Runs and reports stay in `{OUTPUTS}/` beside this notebook.*")
+        nb.cells.append(makers[kind](text, id=f"cell-{i:02d}"))
     nbformat.validate(nb)
     return nb
 
 
-def write_all(folder: Path = HERE) -> list[Path]:
-    """Write every notebook into ``folder``; returns their paths."""
+def write_all(folder: Path = HERE, names: list[str] | None = None) -> list[Path]:
+    """Write every notebook, or those ``names``, (sources only) into ``folder``; returns their paths."""
     paths = []
     for name, cells in NOTEBOOKS.items():
+        if names is not None and name not in names:
+            continue
         path = Path(folder) / name
-        nbformat.write(build(cells), path)
+        nbformat.write(build(cells, RUN_MINUTES[name]), path)
         paths.append(path)
     return paths
+
+
+def execute(path: Path, cwd: Path, timeout: int = CELL_TIMEOUT_S) -> float:
+    """Run a notebook top to bottom in ``cwd`` and save it with its outputs; returns the seconds it took.
+
+    The time and the machine's core count are kept in the notebook's metadata (``sdprobe.seconds``, ``sdprobe.cpus``).
+    """
+    import os
+    import time
+
+    from nbclient import NotebookClient
+
+    nb = nbformat.read(path, as_version=4)
+    start = time.monotonic()
+    NotebookClient(nb, timeout=timeout, kernel_name=KERNEL["name"], resources={"metadata": {"path": str(cwd)}}).execute()
+    seconds = time.monotonic() - start
+    for cell in nb.cells:  # live progress bars are widgets, which a published copy cannot show
+        if cell.cell_type == "code":
+            cell.outputs = [o for o in cell.outputs if WIDGET not in o.get("data", {})]
+    nb.metadata["sdprobe"] = {"seconds": round(seconds, 1), "cpus": os.cpu_count()}
+    nbformat.write(nb, path)
+    return seconds
 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--out", type=Path, default=HERE, help="folder to write into (default: this folder)")
-    for path in write_all(parser.parse_args().out):
-        print(path)
+    parser.add_argument("--execute", action="store_true",
+                        help="also run each notebook (in the folder it is written to) and save its outputs")
+    parser.add_argument("--only", nargs="+", default=None, metavar="NAME", choices=list(NOTEBOOKS),
+                        help="write (and execute) only these notebooks; the others stay as they are")
+    args = parser.parse_args()
+    for path in write_all(args.out, args.only):
+        if args.execute:
+            print(f"{path}: {execute(path, path.parent):.0f} s")
+        else:
+            print(path)
 
 
 if __name__ == "__main__":
