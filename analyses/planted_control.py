@@ -19,7 +19,7 @@ it, through sdprobe's public API, and scores the answer:
 With ``--judge clip`` the same pipeline is judged by ``clip-attributes`` through ``builtin:tiny-shapes-clip``
 (what a user with a real model and no oracle runs): the sweep, its thresholds and the isolation see only CLIP's
 readings. The set CLIP finds is then judged again by the oracle, on prompts and seeds neither search nor CLIP's
-confirmation used (``replicate(..., metric=OracleMetric())``), with the same controls:
+confirmation used (``replicate(..., metric=OracleMetric())``), against 200 random and 50 matched controls:
 
     python analyses/planted_control.py --judge clip --out runs/planted-clip --report reports/planted-control-clip.json
 
@@ -59,6 +59,7 @@ JUDGES = {  # the sweep's metrics for each judge; isolation judges with the swee
                  metric_options={"clip-attributes": {"clip_path": "builtin:tiny-shapes-clip"}}),
 }
 REPLICATION_SEED = 1  # the oracle's replication split of a CLIP-found set: other prompts and seeds than seed 0's
+REPLICATION_CONTROLS = dict(n_controls=200, n_matched=50)  # the isolate defaults; p floor 1/201
 
 
 def overlap(found: dict, truth: dict) -> dict:
@@ -129,7 +130,8 @@ def main() -> int:
     result["recovery"] = overlap(cs.indices(), truth.weights)
     if args.judge != "oracle":  # the truth judges what CLIP found, on prompts and seeds nobody has seen
         rep = replicate(run.path / "critical" / "color" / "set.json", pipe=pipe, n_confirm=DESIGN["n_confirm"],
-                        seed=REPLICATION_SEED, confirm=ConfirmConfig(**CONTROLS), metric=OracleMetric())
+                        seed=REPLICATION_SEED, confirm=ConfirmConfig(**REPLICATION_CONTROLS, seed=REPLICATION_SEED),
+                        metric=OracleMetric())
         result["oracle_replication"] = rep.summary()
         print("oracle replication:", rep.verdict)
     print("verdict:", cs.verdict, "recovery:", json.dumps(result["recovery"]))

@@ -146,3 +146,36 @@ def test_isolation_recovers_the_planted_set_end_to_end(tmp_path, planted):
         r = cs.confirmation[d]
         assert r.p_value == pytest.approx(1 / 41) and r.p_adjusted == pytest.approx(2 / 41)
         assert r.ci_low > 0.5 and max(r.control_effects) < r.effect
+
+
+@pytest.mark.slow
+def test_a_clip_judged_isolation_finds_the_planted_set_and_the_oracle_confirms_it(tmp_path, planted):
+    """The real-model workflow on a known answer: the sweep, its thresholds and the isolation see only
+    clip-attributes through builtin:tiny-shapes-clip; the set they find is then judged by the oracle on prompts and
+    seeds that neither the search nor CLIP's confirmation used."""
+    from sdprobe.evidence import DIRECTIONS, ConfirmConfig
+    from sdprobe.isolate import IsolationConfig, isolate, replicate
+    from sdprobe.metrics import OracleMetric
+    from sdprobe.sweep import SweepConfig, run_sweep
+    from sdprobe.thresholds import run_thresholds
+    from sdprobe.thresholds.table import largest
+
+    pipe, truth = planted
+    config = SweepConfig(model="builtin:tiny-shapes-planted", start=0.3, stop=0.4, step=0.05, refine=0.005, n_prompts=16,
+                         metrics=["clip-attributes"],
+                         metric_options={"clip-attributes": {"clip_path": "builtin:tiny-shapes-clip"}})
+    run = run_sweep(pipe, config, tmp_path / "run", progress=False)
+    color = largest(run_thresholds(run.path)).set_index("metric").loc["color"]
+    assert color["kind"] == "sudden"
+    assert (color["s_hold"], color["s_fail"]) == (pytest.approx(0.35), pytest.approx(0.355))  # as the oracle's
+    controls = ConfirmConfig(n_controls=40, n_matched=0)
+    cs = isolate(run.path, "color", pipe, IsolationConfig(n_confirm=16, effect=0.5, confirm=controls), progress=False)
+    assert cs.summary()["verdict"] == "critical"
+    found = {n: sorted(v.tolist()) for n, v in cs.indices().items()}
+    assert found == {n: sorted(v.tolist()) for n, v in truth.qualified().items()}
+    rep = replicate(run.path / "critical" / "color" / "set.json", pipe=pipe, n_confirm=16, confirm=controls,
+                    metric=OracleMetric(), progress=False)
+    assert rep.metric == "oracle" and rep.verdict == "critical"
+    assert not set(rep.split.seeds) & set(cs.splits["confirmation"].seeds)
+    for d in DIRECTIONS:
+        assert rep.directions[d].ci_low > 0.5 and rep.directions[d].p_value == pytest.approx(1 / 41)

@@ -443,3 +443,21 @@ def test_the_parallel_sort_orders_exactly_as_a_stable_float_argsort(shape):
     expected = torch.argsort(scores, dim=1, stable=True)
     assert torch.equal(ascending_order(scores), expected)
     assert torch.equal(ascending_order(scores, 17), expected[:, :17])
+
+
+def test_the_parallel_gather_reads_the_same_values(monkeypatch):
+    from sdprobe.prune import layout
+
+    monkeypatch.setattr(layout, "GATHER_CHUNK", 1000)  # many chunks on a small tensor
+    g = torch.Generator().manual_seed(1)
+    matrix = torch.randn(1, 10_007, generator=g)
+    order = torch.randperm(10_007, generator=g)[:9_500].reshape(1, -1)
+    threads = torch.get_num_threads()
+    torch.set_num_threads(2)  # the parallel path needs two threads
+    try:
+        assert torch.equal(layout.gather_rows(matrix, order), matrix.gather(1, order))
+    finally:
+        torch.set_num_threads(threads)
+    rows = torch.randn(3, 50, generator=g)  # several rows: torch's own gather
+    idx = torch.argsort(rows, dim=1)[:, :40]
+    assert torch.equal(layout.gather_rows(rows, idx), rows.gather(1, idx))

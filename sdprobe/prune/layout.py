@@ -83,6 +83,28 @@ def ascending_order(scores: torch.Tensor, kmax: int | None = None) -> torch.Tens
     return torch.argsort(scores, dim=1, stable=True)[:, :kmax]
 
 
+GATHER_CHUNK = 1 << 22  # entries per task of a parallel gather
+
+
+def gather_rows(matrix: torch.Tensor, order: torch.Tensor) -> torch.Tensor:
+    """``matrix.gather(1, order)``, with the single row of a per-matrix group read by every torch thread.
+
+    Reading a weight in sorted order is random access, which torch does on one thread; split into chunks, the
+    reads run in parallel (torch releases the GIL), and the result is the same.
+    """
+    threads = torch.get_num_threads()
+    if matrix.shape[0] != 1 or matrix.device.type != "cpu" or threads < 2 or order.numel() < 2 * GATHER_CHUNK:
+        return matrix.gather(1, order)
+    from concurrent.futures import ThreadPoolExecutor
+
+    src, idx = matrix.reshape(-1), order.reshape(-1)
+    out = torch.empty(idx.numel(), dtype=matrix.dtype)
+    bounds = [(a, min(a + GATHER_CHUNK, idx.numel())) for a in range(0, idx.numel(), GATHER_CHUNK)]
+    with ThreadPoolExecutor(threads) as pool:
+        list(pool.map(lambda ab: torch.index_select(src, 0, idx[ab[0]:ab[1]], out=out[ab[0]:ab[1]]), bounds))
+    return out.reshape(1, -1)
+
+
 def global_counts(keys: list[torch.Tensor], rank: int) -> list[int]:
     """Per-tensor counts of the ``rank`` lowest entries across all tensors.
 

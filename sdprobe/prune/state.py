@@ -7,7 +7,7 @@ from dataclasses import dataclass
 import torch
 
 from sdprobe.architecture import WeightRef
-from sdprobe.prune.layout import Group, ascending_order, index_dtype
+from sdprobe.prune.layout import Group, ascending_order, gather_rows, index_dtype
 from sdprobe.prune.storage import MemorySlab, OffloadFile, Slab, sort_device
 
 _EMPTY = MemorySlab(torch.empty(0, 1))
@@ -102,7 +102,7 @@ class TensorState:
         t = cls.layout(ref, group)
         where = sort_device(store, ref.weight.device)  # sorting where the result is kept spares the device
         order = ascending_order(scores.reshape(t.groups, t.length).to(where), kmax)  # (G, kmax)
-        values = t.matrix().to(where).gather(1, order)  # (G, kmax), in the weight's dtype
+        values = gather_rows(t.matrix().to(where), order)  # (G, kmax), in the weight's dtype
         order = order.to(index_dtype(t.length))
         arrays = [order.t(), values.t()] + ([] if keys is None else [keys.reshape(1, -1).clone()])  # level-major
         del order, values
