@@ -13,7 +13,7 @@ from __future__ import annotations
 import pandas as pd
 
 from sdprobe.report.render import environment
-from sdprobe.report.tree import Table, fmt, table_from_frame
+from sdprobe.report.tree import Table, fmt, interval, table_from_frame
 
 CARD_TEMPLATE = "card.html"
 MAX_CARD_ROWS = 20  # rows shown of a table inside a card
@@ -38,11 +38,6 @@ def card(title: str, rows: list[tuple[str, object]], tables: list[Table] = (), n
     """
     return environment().get_template(CARD_TEMPLATE).render(
         title=title, note=note, rows=[(k, v if isinstance(v, str) else fmt(v)) for k, v in rows], tables=list(tables))
-
-
-def interval(value, low, high) -> str:
-    """``0.938 [0.844, 1.000]``."""
-    return f"{fmt(value)} [{fmt(low)}, {fmt(high)}]"
 
 
 EVIDENCE_COLUMNS = ["direction", "effect [95% CI]", "images", "p", "Holm p", "random controls", "control mean"]

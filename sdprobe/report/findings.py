@@ -17,13 +17,9 @@ import pandas as pd
 
 from sdprobe.report import compute
 from sdprobe.report.load import RunData
-from sdprobe.report.tree import fmt
+from sdprobe.report.tree import fmt, interval
 
 CONTROL_METHODS = compute.BASELINE_METHODS  # sweeps whose thresholds are a baseline, not a finding
-
-
-def _interval(value, low, high) -> str:
-    return f"{fmt(value)} [{fmt(low)}, {fmt(high)}]"
 
 
 def _finite(x) -> bool:
@@ -35,7 +31,7 @@ def _finite(x) -> bool:
 
 def _event(row: pd.Series) -> str:
     """``color sudden at 0.352 [0.350, 0.355] (1.000 -> 0.141)`` from a thresholds.csv row."""
-    text = f"{row['metric']} {row['kind']} at {_interval(row['threshold'], row.get('ci_low'), row.get('ci_high'))}"
+    text = f"{row['metric']} {row['kind']} at {interval(row['threshold'], row.get('ci_low'), row.get('ci_high'))}"
     if _finite(row.get("dense")) and _finite(row.get("post")):
         text += f" ({fmt(float(row['dense']))} → {fmt(float(row['post']))})"
     if int(row.get("n_events", 1) or 1) > 1:
@@ -76,7 +72,7 @@ def critical_findings(run: RunData) -> list[str]:
         for d in ("necessity", "sufficiency"):
             r = conf.get(d)
             if isinstance(r, dict) and "effect" in r:
-                parts.append(f"{d} {_interval(r.get('effect'), r.get('ci_low'), r.get('ci_high'))}, "
+                parts.append(f"{d} {interval(r.get('effect'), r.get('ci_low'), r.get('ci_high'))}, "
                              f"Holm p {fmt(r.get('p_adjusted'))}")
         detail = f" ({'; '.join(parts)}; {conf.get('n_prompts', '?')} fresh prompts and seeds)" if parts else ""
         out.append(f"Critical weights for {c.meaning} in {run.name}: {s.get('verdict', 'no verdict')}, "
@@ -95,7 +91,7 @@ def bias_findings(run: RunData) -> list[str]:
         for (probe, attribute), d in dense.groupby(["probe", "attribute"], sort=False):
             top = d.loc[d["share"].astype(float).idxmax()]
             text = (f"Bias probe {probe}: the dense model draws {attribute} {top['value']} in "
-                    f"{_interval(top['share'], top.get('ci_low'), top.get('ci_high'))} of {top.get('n', '?')} images")
+                    f"{interval(top['share'], top.get('ci_low'), top.get('ci_high'))} of {top.get('n', '?')} images")
             if _finite(top.get("expected")):
                 text += f"; the world's share is {fmt(float(top['expected']))}"
             out.append(text + ".")
@@ -103,7 +99,7 @@ def bias_findings(run: RunData) -> list[str]:
         s, c = b.summary, b.summary.get("confirmation") or {}
         reasons = s.get("reasons") or []
         out.append(f"Debiasing weights for {b.group}: {s.get('verdict', 'no verdict')}, {s.get('size', '?')} weights; "
-                   f"effect {_interval(c.get('effect'), c.get('ci_low'), c.get('ci_high'))} on the confirmation "
+                   f"effect {interval(c.get('effect'), c.get('ci_low'), c.get('ci_high'))} on the confirmation "
                    f"split, Holm p {fmt(s.get('p_adjusted'))}" + (f" ({'; '.join(reasons)})" if reasons else "") + ".")
     return out
 

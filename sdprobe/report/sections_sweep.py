@@ -22,6 +22,7 @@ from sdprobe.report.tree import (
     Table,
     Text,
     fmt,
+    interval,
     table_from_frame,
 )
 
@@ -121,7 +122,7 @@ def layers_section(run: RunData, opts: ReportOptions) -> Section | None:
 
 
 def _ci(d: dict, key: str = "effect", lo: str = "ci_low", hi: str = "ci_high") -> str:
-    return f"{fmt(d.get(key))} [{fmt(d.get(lo))}, {fmt(d.get(hi))}]"
+    return interval(d.get(key), d.get(lo), d.get(hi))
 
 
 def _critical_rows(run: RunData) -> list[list[str]]:

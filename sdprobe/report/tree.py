@@ -175,6 +175,11 @@ def fmt(value, digits: int = FLOAT_DIGITS) -> str:
     return text if len(text) <= MAX_CELL_CHARS else text[: MAX_CELL_CHARS - 1] + "…"
 
 
+def interval(value, low, high) -> str:
+    """A value with its interval, ``0.938 [0.844, 1.000]``, each part formatted by :func:`fmt`."""
+    return f"{fmt(value)} [{fmt(low)}, {fmt(high)}]"
+
+
 def table_from_frame(df, caption: str = "", columns: list[str] | None = None, max_rows: int | None = None) -> Table:
     """A :class:`Table` from a DataFrame (optionally a subset of columns and the first ``max_rows`` rows)."""
     cols = [c for c in (columns or list(df.columns)) if c in df.columns]
