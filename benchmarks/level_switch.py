@@ -41,6 +41,7 @@ from torch.nn.utils import prune as torch_prune
 
 from sdprobe.architecture import select
 from sdprobe.prune import STORES, MagnitudeScorer, ProgressiveMask
+from sdprobe.prune.flat import MOVES
 from sdprobe.zoo import build_components
 
 COMPONENTS = ("unet", "text_encoder")
@@ -146,36 +147,29 @@ def gib(n: float) -> str:
     return f"{n / 2**30:.2f} GiB" if n >= 2**30 else f"{n / 2**20:.2f} MiB"
 
 
-def bench_component(pipe, component: str, runs: list[list[float]], naive_per_run: int, max_sparsity: float,
-                    store: str, device: torch.device) -> dict:
-    module = getattr(pipe, component)
+def progressive_phase(module, refs, runs, compare_level: float, max_sparsity: float, store: str,
+                      device: torch.device, moves: str, dense: str) -> tuple[dict, dict]:
+    """Enter a mask, time the sweep's moves, record the compared level's zeros, restore; with the phase's peak."""
     clock, memory = Clock(device), PeakMemory(device)
-    refs = select(pipe, component)  # Linear weights, as in the SD2 study
-    model_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
-    scope = sum(r.numel for r in refs)
-    dense = weights_hash(module)
-    out = {"component": component, "params": sum(p.numel() for p in module.parameters()), "scope": scope,
-           "tensors": len(refs), "model_bytes": model_bytes}
-
-    # --- progressive -----------------------------------------------------------------------------------
+    out = {}
     memory.start()
     t0 = clock()
     scores = MagnitudeScorer().lazy_scores(refs)  # computed one tensor at a time as the mask sorts them
-    mask = ProgressiveMask(refs, scores, max_sparsity=max_sparsity, store=store)  # checks every tensor's scores
+    mask = ProgressiveMask(refs, scores, max_sparsity=max_sparsity, store=store, moves=moves)
     out["score_s"] = clock() - t0
     t0 = clock()
     mask.__enter__()
     out["sort_s"] = clock() - t0
-    out["store"] = str(mask.store or "memory")
+    out["store"], out["moves"] = str(mask.store or "memory"), mask.moves
     del scores
-    moves, compare_level, zeros = [], runs[-1][naive_per_run], {}
+    times, zeros = [], {}
     try:
         for levels in runs:
             mask.set_sparsity(levels[0])  # reposition to the run's first level (not a sweep step; not timed)
             for level in levels[1:]:
                 t0 = clock()
                 mask.set_sparsity(level)
-                moves.append(clock() - t0)
+                times.append(clock() - t0)
         mask.set_sparsity(compare_level)
         zeros = {r.qualified_name: zero_bits(r.weight) for r in refs}  # 1 bit per entry, counted in the peak
         out["held_bytes"], out["stored_bytes"] = mask.memory_bytes(), mask.stored_bytes()
@@ -186,7 +180,26 @@ def bench_component(pipe, component: str, runs: list[list[float]], naive_per_run
     out["progressive_extra"] = memory.extra()
     out["memory_what"] = memory.what
     out["restored_exactly"] = weights_hash(module) == dense
-    out["progressive_move_s"] = moves
+    out["progressive_move_s"] = times
+    gc.collect()
+    return zeros, out
+
+
+def bench_component(pipe, component: str, runs: list[list[float]], naive_per_run: int, max_sparsity: float,
+                    store: str, device: torch.device, moves: list[str]) -> dict:
+    module = getattr(pipe, component)
+    refs = select(pipe, component)  # Linear weights, as in the SD2 study
+    model_bytes = sum(p.numel() * p.element_size() for p in module.parameters())
+    scope = sum(r.numel for r in refs)
+    dense = weights_hash(module)
+    out = {"component": component, "params": sum(p.numel() for p in module.parameters()), "scope": scope,
+           "tensors": len(refs), "model_bytes": model_bytes, "progressive": {}}
+    compare_level, zeros = runs[-1][naive_per_run], {}
+    for how in moves:  # side by side: one progressive phase per way of moving
+        zeros = {}  # the last phase's record of zeros is compared with the naive way
+        zeros, out["progressive"][how] = progressive_phase(module, refs, runs, compare_level, max_sparsity, store,
+                                                           device, how, dense)
+    clock = Clock(device)
 
     # --- naive: reload the saved state dict and re-prune every Linear at each level ----------------------
     saved = {k: v.clone() for k, v in module.state_dict().items()}
@@ -212,32 +225,34 @@ def bench_component(pipe, component: str, runs: list[list[float]], naive_per_run
 def report(results: list[dict]) -> list[str]:
     lines = []
     for r in results:
-        move, naive = statistics.mean(r["progressive_move_s"]), statistics.mean(r["naive_level_s"])
-        r["ratio"] = naive / move
-        r["memory_ratio"] = (r["model_bytes"] + max(r["progressive_extra"], 0)) / r["model_bytes"]
-        lines += [
-            f"== {r['component']}: {r['params'] / 1e6:.1f}M parameters, {r['scope'] / 1e6:.1f}M in {r['tensors']} "
-            f"Linear weights ({gib(r['model_bytes'])} of weights)",
-            f"  scores (magnitude)        {r['score_s']:.3f} s",
-            f"  sort on entering the mask {r['sort_s']:.3f} s",
-            f"  next level, progressive   {move * 1e3:.2f} ms (mean of {len(r['progressive_move_s'])} moves, "
-            f"max {max(r['progressive_move_s']) * 1e3:.2f} ms)",
-            f"  next level, naive reload  {naive * 1e3:.1f} ms (mean of {len(r['naive_level_s'])} levels)",
-            f"  ratio                     {r['ratio']:.0f}x (target >= {TARGET_RATIO:.0f}x)",
-            f"  restore on exit           {r['restore_s']:.3f} s, bit-exact: {r['restored_exactly']}",
-            f"  kept by the mask          {gib(r['stored_bytes'])} in {r['store']} "
-            f"({gib(r['held_bytes'])} in memory = {r['held_bytes'] / r['model_bytes']:.2f}x the component's weights)",
-            f"  peak memory, progressive  {gib(r['progressive_extra'])} of {r['memory_what']} above the model: "
-            f"model + mask = {r['memory_ratio']:.2f}x the model (target <= {TARGET_MEMORY}x)",
-            f"  entries pruned differently from l1_unstructured at the compared level: "
-            f"{r.get('differing_entries', 'n/a')} (rounding: at most one per tensor, {r['tensors']} tensors)",
-        ]
-    moves = [m for r in results for m in r["progressive_move_s"]]
-    naive = [n for r in results for n in r["naive_level_s"]]
-    total_move = sum(statistics.mean(r["progressive_move_s"]) for r in results)
-    total_naive = sum(statistics.mean(r["naive_level_s"]) for r in results)
-    lines.append(f"== all components: next level {total_move * 1e3:.2f} ms progressive vs {total_naive * 1e3:.1f} ms "
-                 f"naive: {total_naive / total_move:.0f}x ({len(moves)} progressive moves, {len(naive)} naive levels)")
+        naive = statistics.mean(r["naive_level_s"])
+        lines += [f"== {r['component']}: {r['params'] / 1e6:.1f}M parameters, {r['scope'] / 1e6:.1f}M in "
+                  f"{r['tensors']} Linear weights ({gib(r['model_bytes'])} of weights)",
+                  f"  next level, naive reload  {naive * 1e3:.1f} ms (mean of {len(r['naive_level_s'])} levels)",
+                  f"  entries pruned differently from l1_unstructured at the compared level: "
+                  f"{r.get('differing_entries', 'n/a')} (rounding: at most one per tensor, {r['tensors']} tensors)"]
+        for how, p in r["progressive"].items():
+            move = statistics.mean(p["progressive_move_s"])
+            p["ratio"] = naive / move
+            p["memory_ratio"] = (r["model_bytes"] + max(p["progressive_extra"], 0)) / r["model_bytes"]
+            lines += [
+                f"  -- moves {how} ({p['moves']}), store {p['store']}",
+                f"  scores (magnitude)        {p['score_s']:.3f} s",
+                f"  sort on entering the mask {p['sort_s']:.3f} s",
+                f"  next level, progressive   {move * 1e3:.2f} ms (mean of {len(p['progressive_move_s'])} moves, "
+                f"max {max(p['progressive_move_s']) * 1e3:.2f} ms)",
+                f"  ratio                     {p['ratio']:.0f}x (target >= {TARGET_RATIO:.0f}x)",
+                f"  restore on exit           {p['restore_s']:.3f} s, bit-exact: {p['restored_exactly']}",
+                f"  kept by the mask          {gib(p['stored_bytes'])} in {p['store']} ({gib(p['held_bytes'])} in "
+                f"memory = {p['held_bytes'] / r['model_bytes']:.2f}x the component's weights)",
+                f"  peak memory, progressive  {gib(p['progressive_extra'])} of {p['memory_what']} above the model: "
+                f"model + mask = {p['memory_ratio']:.2f}x the model (target <= {TARGET_MEMORY}x)",
+            ]
+    naive = sum(statistics.mean(r["naive_level_s"]) for r in results)
+    for how in results[0]["progressive"]:
+        move = sum(statistics.mean(r["progressive"][how]["progressive_move_s"]) for r in results)
+        lines.append(f"== all components, moves {how}: next level {move * 1e3:.2f} ms progressive vs "
+                     f"{naive * 1e3:.1f} ms naive: {naive / move:.0f}x")
     return lines
 
 
@@ -253,6 +268,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: torch's choice)")
     parser.add_argument("--store", default="auto", choices=STORES, help="where the mask keeps originals "
                         "(default: %(default)s: a temporary file on the CPU, pinned host memory for CUDA)")
+    parser.add_argument("--moves", nargs="+", default=["auto"], choices=MOVES,
+                        help="how the mask moves between levels; several are timed side by side (default: auto: "
+                             "batched for CUDA weights, tensor by tensor on the CPU)")
     parser.add_argument("--device", default="cpu", help="torch device of the model (default: %(default)s)")
     parser.add_argument("--dtype", default="float32", choices=("float32", "float16", "bfloat16"),
                         help="the model's dtype (default: %(default)s)")
@@ -275,11 +293,11 @@ def main(argv: list[str] | None = None) -> int:
               file=sys.stderr)
         return 1
     print(f"RSS with the model built: {gib(current_rss_bytes())}")
-    results = [bench_component(pipe, c, runs, args.naive_per_centre, args.max_sparsity, args.store, device)
-               for c in args.components]
+    results = [bench_component(pipe, c, runs, args.naive_per_centre, args.max_sparsity, args.store, device,
+                               args.moves) for c in args.components]
     for line in report(results):
         print(line)
-    ok = all(r["restored_exactly"] for r in results)
+    ok = all(p["restored_exactly"] for r in results for p in r["progressive"].values())
     if not ok:
         print("ERROR: the weights were not restored exactly", file=sys.stderr)
     return 0 if ok else 1

@@ -279,7 +279,9 @@ def export_pruned(run: RunDir | str | Path, sparsity: float | Mapping[str, float
         verify(run.path, pipe)
     prompts, _ = sweep_prompts(config)
     out.parent.mkdir(parents=True, exist_ok=True)
-    with progressive_masks(pipe, config, calibration_prompts(config, prompts)) as masks, contextlib.ExitStack() as stack:
+    # moves weight by weight: the pipeline is saved inside the masks, and batched moves would share storage
+    with progressive_masks(pipe, config, calibration_prompts(config, prompts), moves="tensor") as masks, \
+            contextlib.ExitStack() as stack:
         for component, mask in masks.items():
             mask.set_sparsity(targets[component])
         if pattern is not None:

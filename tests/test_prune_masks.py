@@ -461,3 +461,105 @@ def test_the_parallel_gather_reads_the_same_values(monkeypatch):
     rows = torch.randn(3, 50, generator=g)  # several rows: torch's own gather
     idx = torch.argsort(rows, dim=1)[:, :40]
     assert torch.equal(layout.gather_rows(rows, idx), rows.gather(1, idx))
+
+
+# --- batched moves (sdprobe.prune.flat) --------------------------------------------------------------------------------
+
+def mixed_dtype_pipe() -> SimpleNamespace:
+    """The toy pipeline with the UNet in float16: two dtype groups, two flat buffers."""
+    pipe = toy_pipe()
+    pipe.unet.half()
+    return pipe
+
+
+@pytest.mark.parametrize("store", [None, "disk", "cpu"])
+@pytest.mark.parametrize("group", GROUPS)
+def test_batched_moves_equal_moves_tensor_by_tensor(group, store, monkeypatch):
+    import sdprobe.prune.flat as flat
+
+    pipe = mixed_dtype_pipe()
+    refs = select(pipe, ["text_encoder", "unet"], include_conv=True)
+    before = weights_hash(pipe)
+    path = [0.3, 0.5, 0.45, 0.05, 0.9, 0.0, 0.35, 0.35, 0.6]
+    by_tensor = []
+    with mask(refs, group) as m:
+        for s in path:
+            m.set_sparsity(s)
+            by_tensor.append(snapshot(refs))
+    for batch in (flat.BATCH_ENTRIES, 7):  # one batch per move; many batches, segments cut inside a tensor
+        monkeypatch.setattr(flat, "BATCH_ENTRIES", batch)
+        with mask(refs, group, store=store, moves="batched") as m:
+            assert len(m._flat) == 2  # float32 and float16
+            storages = {r.weight.untyped_storage().data_ptr() for r in refs}
+            assert len(storages) == 2  # every weight of a dtype is a view of its buffer
+            for s, expected in zip(path, by_tensor):
+                m.set_sparsity(s)
+                assert all(torch.equal(v, expected[n]) for n, v in snapshot(refs).items()), (batch, s)
+        assert weights_hash(pipe) == before
+        for r in refs:  # each weight owns its storage again (a saved pipeline holds no shared tensors)
+            assert r.weight.untyped_storage().nbytes() == r.weight.numel() * r.weight.element_size()
+
+
+def test_batched_moves_keep_the_parameters_and_restore_after_an_interruption(monkeypatch):
+    import sdprobe.prune.flat as flat
+
+    pipe = mixed_dtype_pipe()
+    refs = select(pipe, ["text_encoder", "unet"], include_conv=True)
+    params = [r.weight for r in refs]
+    before = weights_hash(pipe)
+    real, calls = flat.FlatWeights.unprune, {"n": 0}
+
+    def flaky(self, segments):
+        calls["n"] += 1
+        if calls["n"] == 2:
+            raise KeyboardInterrupt
+        return real(self, segments)
+
+    with pytest.raises(KeyboardInterrupt):
+        with mask(refs, moves="batched") as m:
+            m.set_sparsity(0.8)
+            monkeypatch.setattr(flat.FlatWeights, "unprune", flaky)
+            m.set_sparsity(0.2)  # the first buffer restores, the second is interrupted
+    monkeypatch.setattr(flat.FlatWeights, "unprune", real)
+    assert weights_hash(pipe) == before
+    assert [r.weight for r in select(pipe, ["text_encoder", "unet"], include_conv=True)] == params
+    with mask(refs, moves="batched") as m:  # a mask can be entered again on the same weights
+        m.set_sparsity(0.5)
+    assert weights_hash(pipe) == before
+
+
+def test_a_failed_rehoming_leaves_the_weights_in_place(monkeypatch):
+    import sdprobe.prune.flat as flat
+
+    pipe = mixed_dtype_pipe()
+    refs = select(pipe, ["text_encoder", "unet"], include_conv=True)
+    before = weights_hash(pipe)
+    real, made = torch.empty, {"n": 0}
+
+    def out_of_memory(*args, **kwargs):
+        if isinstance(args[0], int) and args[0] > 100:  # the second flat buffer
+            made["n"] += 1
+            if made["n"] == 2:
+                raise RuntimeError("out of memory")
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(flat.torch, "empty", out_of_memory)
+    with pytest.raises(RuntimeError, match="out of memory"):
+        with mask(refs, moves="batched"):
+            pass
+    monkeypatch.setattr(flat.torch, "empty", real)
+    assert weights_hash(pipe) == before
+    assert all(r.weight.numel() > 0 for r in refs)
+    with mask(refs) as m:  # nothing was left registered under the failed mask
+        m.set_sparsity(0.5)
+
+
+def test_moves_choice(pipe):
+    from sdprobe.prune.flat import resolve_moves
+
+    assert resolve_moves("auto", torch.device("cpu"), "disk") == "tensor"  # the CPU path stays as it is
+    assert resolve_moves("auto", torch.device("cuda"), torch.device("cpu")) == "batched"
+    assert resolve_moves("auto", torch.device("cuda"), None) == "tensor"
+    assert resolve_moves("batched", torch.device("cpu"), None) == "batched"
+    with pytest.raises(ValueError, match="unknown moves 'fast'; valid: auto, tensor, batched"):
+        mask(select(pipe, "text_encoder"), moves="fast")

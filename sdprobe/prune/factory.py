@@ -66,7 +66,7 @@ def make_scorer(method: str, pipe=None, *, calibration_prompts: list[str] | None
 
 
 def mask_from_scorer(refs, scorer: Scorer, group: str | None = None, max_sparsity: float = 0.95,
-                     store: str | torch.device | None = None) -> ProgressiveMask:
+                     store: str | torch.device | None = None, moves: str = "tensor") -> ProgressiveMask:
     """Score ``refs`` and wrap them in a :class:`ProgressiveMask` with the scorer's group and allocation.
 
     The scores are lazy (:meth:`Scorer.lazy_scores`): each tensor's are computed when the mask is entered and
@@ -78,13 +78,14 @@ def mask_from_scorer(refs, scorer: Scorer, group: str | None = None, max_sparsit
         group (str | None): comparison group; ``None``: the scorer's. Default: ``None``.
         max_sparsity (float): the highest level the mask reaches. Default: 0.95.
         store (str | torch.device | None): where originals are kept (see :class:`ProgressiveMask`).
+        moves (str): ``"tensor"``, ``"batched"`` or ``"auto"`` (see :class:`ProgressiveMask`). Default: ``"tensor"``.
 
     Returns:
         ProgressiveMask: not yet entered.
     """
     scores = scorer.lazy_scores(refs)
     return ProgressiveMask(refs, scores, group=group or scorer.group, allocation=scorer.allocation,
-                           max_sparsity=max_sparsity, store=store)
+                           max_sparsity=max_sparsity, store=store, moves=moves)
 
 
 @contextlib.contextmanager

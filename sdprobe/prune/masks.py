@@ -38,6 +38,7 @@ from tqdm.auto import tqdm
 
 from sdprobe.architecture import WeightRef, component_module, describe
 from sdprobe.prune.base import Allocation, check_scores
+from sdprobe.prune.flat import FlatWeights, resolve_moves
 from sdprobe.prune.layout import Group, count, global_counts, parse_group, sortable_keys
 from sdprobe.prune.state import TensorState
 from sdprobe.prune.storage import OffloadFile, resolve_store, sort_device
@@ -83,6 +84,9 @@ class ProgressiveMask:
             ``"memory"`` beside each weight; ``"cpu"`` (or another device) there, pinned for CUDA weights;
             ``"disk"`` in an anonymous temporary file; ``"auto"`` host memory for CUDA weights and the
             file otherwise. Default: ``None``.
+        moves (str): ``"tensor"`` moves weight by weight; ``"batched"`` re-homes the weights of each dtype into
+            one flat buffer while the mask is entered and moves all of them with one index (see
+            :mod:`sdprobe.prune.flat`); ``"auto"`` batches CUDA weights with a host store. Default: ``"tensor"``.
 
     Example:
         >>> with ProgressiveMask(refs, scores, max_sparsity=0.6) as mask:
@@ -92,7 +96,7 @@ class ProgressiveMask:
 
     def __init__(self, refs: list[WeightRef], scores: Mapping[str, torch.Tensor], group: str = "matrix",
                  allocation: Allocation | None = None, max_sparsity: float = DEFAULT_MAX_SPARSITY,
-                 store: str | torch.device | None = None) -> None:
+                 store: str | torch.device | None = None, moves: str = "tensor") -> None:
         refs = list(refs)
         if not refs:
             raise ValueError("no weights to prune; select at least one (see sdprobe.architecture.select)")
@@ -105,6 +109,8 @@ class ProgressiveMask:
             raise ValueError(f"max_sparsity must be in [0, 1), got {max_sparsity}")
         self.refs, self.allocation, self.max_sparsity = refs, allocation, float(max_sparsity)
         self.store = resolve_store(store, refs[0].weight.device)
+        self.moves = resolve_moves(moves, refs[0].weight.device, self.store)
+        self._flat: list[tuple[FlatWeights, list[int]]] = []  # ("batched") each dtype's buffer, its tensors' positions
         self._offload: OffloadFile | None = None
         self._keys: list[torch.Tensor] = []  # each tensor's sorted keys ("global" only)
         self._scores: Mapping[str, torch.Tensor] | None = scores
@@ -133,6 +139,13 @@ class ProgressiveMask:
             self._close_offload()
             raise
         self._keys = [t.sorted_keys() for t in self._tensors] if self.group.kind == "global" else []
+        if self.moves == "batched":
+            try:
+                self._flat = self._rehome()
+            except BaseException:
+                self._tensors, self._keys = None, []
+                self._close_offload()
+                raise
         self._by_name = {t.name: t for t in self._tensors}
         self._position = {t.name: i for i, t in enumerate(self._tensors)}
         self._scores = None
@@ -149,7 +162,10 @@ class ProgressiveMask:
                 for t in self._tensors or []:
                     n = t.high if self._broken else t.k
                     t.unprune(0, n)
+                for flat, _ in self._flat:
+                    flat.release()
         finally:
+            self._flat = []
             for r in self.refs:
                 _ACTIVE.pop(id(r.weight), None)
             self._tensors, self._by_name, self._overrides, self._level, self._keys = None, {}, [], 0.0, []
@@ -187,17 +203,45 @@ class ProgressiveMask:
             raise RuntimeError("close the open override() before changing the level")
         counts = self._counts(sparsity)
         try:
+            if self._flat:
+                self._move_batched(counts)
             for t, k in zip(self._tensors, counts):
                 if k > t.k:
                     t.high = max(t.high, k)
-                    t.prune(t.k, k)
-                elif k < t.k:
+                    if not self._flat:
+                        t.prune(t.k, k)
+                elif k < t.k and not self._flat:
                     t.unprune(k, t.k)
                 t.k = k
         except BaseException:
             self._broken = True
             raise
         self._level = float(sparsity)
+
+    def _move_batched(self, counts: list[int]) -> None:
+        """Every dtype's changes in one pruning and one restoring index (see :mod:`sdprobe.prune.flat`)."""
+        for flat, members in self._flat:
+            for t in (self._tensors[i] for i in members):  # an interrupted move restores up to the new count
+                t.high = max(t.high, counts[self._position[t.name]])
+            pruned = [(t, t.k, k) for t, k in ((self._tensors[i], counts[i]) for i in members) if k > t.k]
+            restored = [(t, k, t.k) for t, k in ((self._tensors[i], counts[i]) for i in members) if k < t.k]
+            flat.prune(pruned)
+            flat.unprune(restored)
+
+    def _rehome(self) -> list[tuple[FlatWeights, list[int]]]:
+        """One flat buffer per dtype and device for the weights in scope."""
+        groups: dict[tuple, list[int]] = {}
+        for i, t in enumerate(self._tensors):
+            groups.setdefault((t.ref.weight.dtype, t.ref.weight.device), []).append(i)
+        made: list[tuple[FlatWeights, list[int]]] = []
+        try:
+            for members in groups.values():
+                made.append((FlatWeights([self._tensors[i].ref.weight for i in members]), members))
+        except BaseException:
+            for flat, _ in made:
+                flat.release()
+            raise
+        return made
 
     # --- queries -------------------------------------------------------------------------------------------
     def pruned_indices(self, name: str, sparsity: float) -> torch.Tensor:

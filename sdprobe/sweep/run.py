@@ -76,13 +76,14 @@ def scope_refs(pipe, config: SweepConfig) -> dict[str, list]:
 
 
 @contextlib.contextmanager
-def progressive_masks(pipe, config: SweepConfig, calibration: list[str],
-                      store: str = "auto") -> Iterator[dict[str, ProgressiveMask]]:
+def progressive_masks(pipe, config: SweepConfig, calibration: list[str], store: str = "auto",
+                      moves: str = "auto") -> Iterator[dict[str, ProgressiveMask]]:
     """One :class:`ProgressiveMask` per pruned component; all weights are restored exactly on exit.
 
     ``store`` says where the masks keep originals and positions (see :mod:`sdprobe.prune.storage`); the default
     keeps them off the weights' device (host memory for CUDA, a temporary file for the CPU), so the model plus
-    the masks stay near the model's own memory.
+    the masks stay near the model's own memory. ``moves`` says how they move between levels (see
+    :mod:`sdprobe.prune.flat`); the default batches the moves of CUDA weights.
     """
     with contextlib.ExitStack() as stack:
         masks = {}
@@ -90,7 +91,7 @@ def progressive_masks(pipe, config: SweepConfig, calibration: list[str],
             scorer = make_scorer(config.method, pipe, calibration_prompts=calibration, seed=config.seed,
                                  generation=config.generation)
             mask = mask_from_scorer(refs, scorer, group=config.group, max_sparsity=config.max_sparsity(component),
-                                    store=store)
+                                    store=store, moves=moves)
             masks[component] = stack.enter_context(mask)
         yield masks
 
