@@ -33,6 +33,7 @@ Example:
 from __future__ import annotations
 
 import atexit
+import datetime
 import functools
 import logging
 import os
@@ -48,8 +49,10 @@ from sdprobe.errors import SdprobeError
 
 log = logging.getLogger(__name__)
 T = TypeVar("T")
+J = TypeVar("J")
 MAIN_RANK = 0  # the process that scores, decides and writes
 WORLD_SIZE_ENV, RANK_ENV, LOCAL_RANK_ENV = "WORLD_SIZE", "RANK", "LOCAL_RANK"  # set by accelerate launch / torchrun
+WAIT_HOURS = 12  # how long a process waits in a collective: the others wait while the main one runs a whole stage
 ERROR_LINES = 12  # lines of a failed process's traceback quoted in the error the other processes raise
 
 
@@ -201,6 +204,73 @@ class Processes:
         return np.concatenate([p for p in parts if p is not None])
 
 
+    def lead(self, main: Callable[[Callable[[J], list | None]], T], work: Callable[[J], object]) -> T:
+        """Run ``main`` on the main process while the other processes serve the jobs it hands out.
+
+        ``main`` gets ``ask``: ``ask(job)`` sends ``job`` to every process, calls ``work(job)`` on each (the main
+        one included) and returns their results in rank order on the main process. The other processes do
+        nothing but serve jobs until ``main`` returns. Use it for an adaptive procedure (a search whose next step
+        depends on the last result) whose every step shares out the same expensive work: the decisions, the
+        scoring and every write stay on the main process.
+
+        Args:
+            main (Callable): ``main(ask)``, called on the main process only.
+            work (Callable): ``work(job)``, called on every process for every job; it picks its own share
+                (e.g. with :meth:`share`).
+
+        Returns:
+            T: what ``main`` returned, on every process (it is broadcast: it must pickle).
+
+        Raises:
+            Exception: on the main process, whatever ``main`` raised; on the others :class:`ProcessFailed`
+                quoting it. A failure inside a job is raised on every process (see :meth:`gather`).
+
+        Example:
+            >>> procs.lead(lambda ask: sum(sum(ask(n)) for n in (10, 20)),
+            ...            lambda n: len(range(n)[procs.share(n)]))
+            30
+        """
+        if not self.distributed:
+            return main(lambda job: [work(job)])
+        from accelerate.utils import broadcast_object_list
+
+        if not self.is_main:
+            while True:
+                message = [None, None]
+                broadcast_object_list(message, from_process=MAIN_RANK)
+                kind, payload = message
+                if kind == _JOB:
+                    self.gather(lambda: work(payload))
+                elif kind == _DONE:
+                    return payload
+                else:
+                    raise ProcessFailed(f"the main process failed:\n{payload}")
+
+        serving = [True]  # False once a job failed: the other processes have left their loop
+
+        def ask(job: J) -> list:
+            if not serving[0]:
+                raise RuntimeError("a job failed earlier; the other processes no longer serve")
+            broadcast_object_list([_JOB, job], from_process=MAIN_RANK)
+            try:
+                return self.gather(lambda: work(job))
+            except BaseException:
+                serving[0] = False
+                raise
+
+        try:
+            result = main(ask)
+        except BaseException as exc:
+            if serving[0]:
+                broadcast_object_list([_FAILED, _describe(exc)], from_process=MAIN_RANK)
+            raise
+        broadcast_object_list([_DONE, result], from_process=MAIN_RANK)
+        return result
+
+
+_JOB, _DONE, _FAILED = "job", "done", "failed"  # what the main process of Processes.lead tells the others
+
+
 def _describe(error: BaseException) -> str:
     lines = traceback.format_exception(type(error), error, error.__traceback__)
     return "".join(lines[-ERROR_LINES:]).rstrip()
@@ -233,7 +303,7 @@ def current(device: str | torch.device = "cpu") -> Processes:
         return Processes()
     from accelerate import PartialState
 
-    state = PartialState(cpu=torch.device(device).type == "cpu")
+    state = PartialState(cpu=torch.device(device).type == "cpu", timeout=datetime.timedelta(hours=WAIT_HOURS))
     if state.num_processes <= 1:
         raise RuntimeError(f"{WORLD_SIZE_ENV}={launched_world_size()} but Accelerate started a single process "
                            f"(distributed type {state.distributed_type}); launch with `accelerate launch "
@@ -259,6 +329,12 @@ def _leave_process_group() -> None:
         torch.distributed.destroy_process_group()
 
 
+def launched_main() -> bool:
+    """Whether this is the main process of what the launcher started (``RANK`` 0, or no launcher): the one that
+    prints a command's summary."""
+    return int(os.environ.get(RANK_ENV, "0") or 0) == MAIN_RANK
+
+
 def process_device(device: str) -> str:
     """The device this process should load the pipeline on: ``"cuda"`` becomes ``"cuda:<local rank>"``.
 
@@ -274,4 +350,4 @@ def process_device(device: str) -> str:
     return f"cuda:{int(os.environ.get(LOCAL_RANK_ENV, '0'))}"
 
 
-__all__ = ["Processes", "ProcessFailed", "share", "current", "process_device", "launched_world_size"]
+__all__ = ["Processes", "ProcessFailed", "share", "current", "process_device", "launched_world_size", "launched_main"]

@@ -41,6 +41,10 @@ CLI_ARGS = ["--steps", "2", "--batch-size", "2", "--start", "0", "--stop", "0.5"
             "-n", "3", "--metrics", "oracle", "distance"]
 LAUNCH_TIMEOUT_S = 600  # a hung collective fails the test instead of blocking it
 ACCELERATE_DEFAULTS = ["--num_machines", "1", "--mixed_precision", "no", "--dynamo_backend", "no"]
+ISOLATE_ARGS = ["--search", "8", "--confirm", "8", "--effect", "0.5", "--alpha", "0.2", "--controls", "10",
+                "--matched", "0", "--seed", "0"]  # small: 2 tests at alpha 0.2 need 9 controls, 8 prompts suffice
+PLANTED_WINDOW = (0.35, 0.355)  # magnitude pruning of the text encoder removes the planted pair in between
+PLANTED_STEPS = 10  # denoising steps of the planted run: the oracle still reads every color
 
 
 # --- the split and the single-process path ------------------------------------------------------------------------
@@ -183,14 +187,56 @@ def run_sweeps(model: str, root: Path) -> dict:
     return report
 
 
-def worker(root: Path, model: str | None) -> None:
-    """Check the primitives, run the sweeps when a model folder is given, and save every process's report."""
+def check_lead(procs: Processes) -> dict:
+    """A leader that asks twice and then fails, and one that succeeds: every process sees the same outcome."""
+    def work(n):
+        if n < 0:
+            raise ValueError("no negative jobs")
+        return len(range(n)[procs.share(n)])
+
+    def leader(ask):
+        return [sum(ask(n)) for n in (5, 6)]
+
+    return {"lead": _outcome(lambda: procs.lead(leader, work)),
+            "lead_main_fails": _outcome(lambda: procs.lead(lambda ask: ask(2) and {}["missing"], work)),
+            "lead_job_fails": _outcome(lambda: procs.lead(lambda ask: ask(-1), work)),
+            "lead_after": _outcome(lambda: procs.lead(lambda ask: sum(ask(3)), work))}
+
+
+def isolate_planted(root: Path) -> dict:
+    """``sdprobe isolate`` on the planted run in ``root/run``; only the main process prints its summary."""
+    import contextlib
+    import io
+
+    from sdprobe.cli import main
+
+    out = io.StringIO()
+    with contextlib.redirect_stdout(out):
+        code = main(["isolate", str(root / "run"), "--meaning", "color", *ISOLATE_ARGS])
+    return {"isolate": code, "printed": out.getvalue()}
+
+
+def study_tiny(root: Path, model: str) -> dict:
+    from test_study import _tiny_config
+
+    from sdprobe.study import run_study
+
+    return {"report": str(run_study(_tiny_config(model), root / "study", progress=False))}
+
+
+def worker(root: Path, mode: str, arg: str | None) -> None:
+    """Check the primitives, then run what ``mode`` says (sweeps of a model folder, the planted isolation, a
+    tiny study), and save every process's report."""
     procs = current("cpu")
     writes: list[str] = []
     _count_writes(writes)
-    report = check_primitives(procs)
-    if model is not None:
-        report.update(run_sweeps(model, root))
+    report = {**check_primitives(procs), **check_lead(procs)}
+    if mode == "sweeps":
+        report.update(run_sweeps(arg, root))
+    elif mode == "isolate":
+        report.update(isolate_planted(root))
+    elif mode == "study":
+        report.update(study_tiny(root, arg))
     report["writes"] = len(writes)
     everything = procs.gather(lambda: report)
     if procs.is_main:
@@ -205,17 +251,19 @@ def _free_port() -> int:
         return s.getsockname()[1]
 
 
-def _launch(root: Path, model: Path | None = None) -> list[dict]:
+def _launch(root: Path, mode: str = "primitives", arg: Path | None = None) -> list[dict]:
     """Run this file's worker on two processes; returns the report of each process."""
     accelerate = shutil.which("accelerate", path=str(Path(sys.executable).parent)) or shutil.which("accelerate")
     if accelerate is None:
         pytest.skip("the accelerate launcher is not installed")
     env = {k: v for k, v in os.environ.items() if k not in ("WORLD_SIZE", "RANK", "LOCAL_RANK")}
     env["OMP_NUM_THREADS"] = "1"
+    env["PYTHONPATH"] = os.pathsep.join([str(Path(__file__).parent), env.get("PYTHONPATH", "")])  # test_study
     command = [accelerate, "launch", "--multi_gpu", "--num_processes", "2", "--main_process_port", str(_free_port()),
-               *ACCELERATE_DEFAULTS, __file__, str(root), *([str(model)] if model else [])]
+               *ACCELERATE_DEFAULTS, __file__, str(root), mode, *([str(arg)] if arg else [])]
     done = subprocess.run(command, env=env, capture_output=True, text=True, timeout=LAUNCH_TIMEOUT_S, check=False)
-    assert done.returncode == 0, done.stdout[-3000:] + done.stderr[-3000:]
+    errors = [line for line in done.stderr.splitlines() if "Error" in line or "terminate" in line or "Traceback" in line]
+    assert done.returncode == 0, "\n".join(errors[:40]) + "\n" + done.stdout[-2000:] + done.stderr[-3000:]
     return json.loads((root / "report.json").read_text())
 
 
@@ -245,6 +293,12 @@ def test_two_processes_split_gather_and_share_failures(tmp_path):
     assert other["main_fails"][0] == ProcessFailed.__name__ and "main says no" in other["main_fails"][1]
     assert other["other_fails"] == ["ValueError", "rank one says no"]
     assert main_report["other_fails"][0] == ProcessFailed.__name__ and "process 1 failed" in main_report["other_fails"][1]
+    # a leader's answers are every process's shares; its result reaches all; its failures and its jobs' too
+    assert main_report["lead"] == other["lead"] == ["ok", [5, 6]]
+    assert main_report["lead_main_fails"] == ["KeyError", "'missing'"]
+    assert other["lead_main_fails"][0] == ProcessFailed.__name__ and "KeyError" in other["lead_main_fails"][1]
+    assert main_report["lead_job_fails"][0] == other["lead_job_fails"][0] == "ValueError"
+    assert main_report["lead_after"] == other["lead_after"] == ["ok", 3]  # nobody is left waiting
 
 
 @pytest.mark.slow  # two processes of two sweeps each, plus the same in one process: over a minute on two busy cores
@@ -258,7 +312,7 @@ def test_two_processes_under_accelerate_equal_one_process(tiny_organism, tmp_pat
     tiny_organism.save_pretrained(model, safe_serialization=True)
     two = tmp_path / "two"
     two.mkdir()
-    main_report, other = _launch(two, model)
+    main_report, other = _launch(two, "sweeps", model)
 
     monkeypatch.delenv("WORLD_SIZE", raising=False)
     one = tmp_path / "one"
@@ -281,4 +335,89 @@ def test_two_processes_under_accelerate_equal_one_process(tiny_organism, tmp_pat
 
 
 if __name__ == "__main__":
-    worker(Path(sys.argv[1]), sys.argv[2] if len(sys.argv) > 2 else None)
+    worker(Path(sys.argv[1]), sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else None)
+
+
+# --- isolation and a study on two processes -------------------------------------------------------------------------
+
+def planted_run(path: Path):
+    """A sweep run of the planted organism whose thresholds put color's sudden collapse in ``PLANTED_WINDOW``
+    (what ``tests/test_planted.py`` measures), written without sweeping: isolation reads only its config, its
+    prompts and seeds, and its thresholds."""
+    from sdprobe.generate import GenerationConfig
+    from sdprobe.runs import THRESHOLDS, RunDir
+    from sdprobe.sweep import SweepConfig
+    from sdprobe.sweep.run import sweep_prompts
+
+    config = SweepConfig(model="builtin:tiny-shapes-planted", start=0.3, stop=0.4, step=0.05, refine=0.005,
+                         n_prompts=16, generation=GenerationConfig(steps=PLANTED_STEPS))
+    prompts, seeds = sweep_prompts(config)
+    run = RunDir.open_or_create(path, {**config.to_dict(), "higher_is_better": {"color": True}})
+    for level, color in zip(PLANTED_WINDOW, (1.0, 0.5)):
+        run.write_level(level, pd.DataFrame({"level": level, "prompt": prompts, "seed": seeds,
+                                             "index": range(len(prompts)), "color": color}))
+    run.finish()
+    lo, hi = PLANTED_WINDOW
+    pd.DataFrame({"metric": ["color", "shape", "position", "size"], "kind": ["sudden", "none", "none", "none"],
+                  "collapsed": [True, False, False, False], "threshold": [hi, np.nan, np.nan, np.nan],
+                  "ci_low": np.nan, "ci_high": np.nan, "s_lo": [lo, np.nan, np.nan, np.nan],
+                  "s_hi": [hi, np.nan, np.nan, np.nan], "drop": 0.5, "s_hold": [lo, np.nan, np.nan, np.nan],
+                  "s_fail": [hi, np.nan, np.nan, np.nan]}).to_csv(run.path / THRESHOLDS, index=False)
+    return run
+
+
+@pytest.mark.slow  # the planted isolation twice (one process, two): a few minutes on two cores
+def test_an_isolation_on_two_processes_equals_one_process(tmp_path, monkeypatch, capsys):
+    from sdprobe.cli import main
+    from sdprobe.evidence import read_set_file
+    from sdprobe.models import BUILTINS
+
+    one, two = tmp_path / "one", tmp_path / "two"
+    planted_run(one / "run")
+    shutil.copytree(one, two)
+    main_report, other = _launch(two, "isolate")
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    assert main(["isolate", str(one / "run"), "--meaning", "color", *ISOLATE_ARGS]) == 0
+    printed = capsys.readouterr().out
+
+    assert [main_report["isolate"], other["isolate"]] == [0, 0]
+    assert main_report["printed"] == printed and other["printed"] == ""  # the main process speaks for both
+    assert main_report["writes"] > 0 and other["writes"] == 0  # and writes for both
+    a, b = one / "run" / "critical", two / "run" / "critical"
+    files = sorted(p.relative_to(a).as_posix() for p in a.rglob("*") if p.is_file())
+    assert files == sorted(p.relative_to(b).as_posix() for p in b.rglob("*") if p.is_file())
+    for name in ("color/search.jsonl", "color/confirmation.jsonl", "tests.csv"):
+        assert (a / name).read_text() == (b / name).read_text(), name  # the same tests, the same answers
+    found = read_set_file(b / "color" / "set.json")
+    truth = read_set_file(BUILTINS["tiny-shapes-planted"] / "planted.json")
+    assert {n: sorted(v.tolist()) for n, v in found.weights.items()} == \
+        {n: sorted(v.tolist()) for n, v in truth.weights.items()}
+    assert found.verdict == "critical"
+
+
+@pytest.mark.slow  # a tiny study in one process and in two: about a minute
+def test_a_study_on_two_processes_equals_one_process(tmp_path, monkeypatch, tiny_organism):
+    from test_study import _tiny_config
+
+    from sdprobe.study import run_study
+
+    model = tmp_path / "model"
+    tiny_organism.save_pretrained(model, safe_serialization=True)
+    two = tmp_path / "two"
+    two.mkdir()
+    main_report, other = _launch(two, "study", model)
+    monkeypatch.delenv("WORLD_SIZE", raising=False)
+    run_study(_tiny_config(str(model)), tmp_path / "one" / "study", progress=False)
+
+    assert main_report["report"] == other["report"] and main_report["writes"] > 0 and other["writes"] == 0
+    a, b = (json.loads((root / "study" / "study.json").read_text()) for root in (tmp_path / "one", two))
+    assert a["state"] == b["state"] == "finished"
+    assert {k: v["status"] for k, v in a["stages"].items()} == {k: v["status"] for k, v in b["stages"].items()}
+    one_note = a["stages"]["isolation"]["note"].replace(str(tmp_path / "one"), "ROOT")
+    assert one_note == b["stages"]["isolation"]["note"].replace(str(two), "ROOT")  # skipped for the same reason
+    for sweep in ("te-magnitude", "unet-random"):
+        assert_same_run(tmp_path / "one" / "study" / sweep, two / "study" / sweep,
+                        exact=["read_color", "read_shape", "read_position", "read_size"])
+        pd.testing.assert_frame_equal(pd.read_csv(tmp_path / "one" / "study" / sweep / "thresholds.csv"),
+                                      pd.read_csv(two / "study" / sweep / "thresholds.csv"))
+    assert (two / "study" / "report.html").exists()

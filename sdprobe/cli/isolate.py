@@ -138,6 +138,7 @@ def _replicate(args: argparse.Namespace) -> int:
 
 
 def run(args: argparse.Namespace) -> int:
+    from sdprobe.distributed import launched_main
     from sdprobe.evidence import ConfirmConfig
     from sdprobe.isolate import IsolationConfig, isolate, isolate_all
 
@@ -164,6 +165,8 @@ def run(args: argparse.Namespace) -> int:
     else:
         sets = {args.meaning: isolate(args.run_dir, args.meaning, config=config, metric=metric, confirm_pool=pool,
                                       device=args.device)}
+    if not launched_main():
+        return 0  # the main process prints the summary
     for meaning, reason in skipped.items():
         print(f"{meaning}: no replicable critical set (none found on the search split: {reason})")
     for meaning, cs in sets.items():

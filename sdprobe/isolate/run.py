@@ -15,6 +15,7 @@ Example:
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import json
 import logging
@@ -51,6 +52,7 @@ from sdprobe.isolate.session import (
     metric_meanings,
     open_session,
     resolve_window,
+    run_processes,
     run_split,
     sudden_meanings,
 )
@@ -121,9 +123,10 @@ def isolate_in_session(session: Session, meaning: str, config: IsolationConfig, 
     folder = set_folder(session.run.path, meaning)
     gen = session.config.generation
     search_eval = CachedEvaluator(mean_scores(MaskEvaluator(session.pipe, session.masks, base, cands, session.search,
-                                                            gen, metric, meanings)),
+                                                            gen, metric, meanings, session.ask)),
                                   EvaluationLog(folder / SEARCH_LOG, _fingerprint(session, cands, window, session.search)))
-    confirm_eval = CachedEvaluator(MaskEvaluator(session.pipe, session.masks, base, cands, confirm, gen, metric, meanings),
+    confirm_eval = CachedEvaluator(MaskEvaluator(session.pipe, session.masks, base, cands, confirm, gen, metric,
+                                                 meanings, session.ask),
                                    EvaluationLog(folder / CONFIRM_LOG, _fingerprint(session, cands, window, confirm)))
     cs = isolate_meaning(cands, search_eval, confirm_eval, meaning, config, splits, window, tests, meanings, progress)
     extra = {"options": {**config.to_dict(), "prior": session.prior, "device": session.device},
@@ -177,10 +180,13 @@ def isolate(run_dir: Path, meaning: str, pipe=None, config: IsolationConfig | No
     resolve_window(run, meaning, config.window)  # fail before loading the model
     tests = _family_size(run, [meaning], meanings)
     check_design(config, tests)
-    with open_session(run_dir, pipe, config.prior, config.n_search, device) as session:
-        cs = isolate_in_session(session, meaning, config, tests, metric, confirm_pool, progress)
-    _adjust_in_memory(run.path, {meaning: cs})
-    return cs
+    with open_session(run_dir, pipe, config.prior, config.n_search, device, run_processes(run, pipe, device)) as session:
+        def main(session: Session) -> CriticalSet:
+            cs = isolate_in_session(session, meaning, config, tests, metric, confirm_pool, progress)
+            _adjust_in_memory(run.path, {meaning: cs})
+            return cs
+
+        return session.lead(main)
 
 
 @dataclass
@@ -273,24 +279,34 @@ def isolate_all(run_dir: Path, meanings: Sequence[str] | None = None, pipe=None,
         raise RunError(f"nothing to isolate in {run.path}: " + "; ".join(skipped.values()))
     tests = _family_size(run, wanted, known)
     check_design(config, tests)
-    run.lock()  # isolation adds critical/ to the run: one writer at a time
+    procs = run_processes(run, pipe, device)
+    procs.on_main(run.lock)  # isolation adds critical/ to the run: one writer at a time
     try:
-        sets = {}
-        with open_session(run_dir, pipe, config.prior, config.n_search, device) as session:
-            for m in wanted:
-                try:
-                    sets[m] = isolate_in_session(session, m, config, tests, metric, confirm_pool, progress)
-                except (NothingToIsolate, SearchBudgetExceeded, RunError) as exc:
-                    if isinstance(exc, DesignError):
-                        raise
-                    log.warning("%s: no set found on the search split: %s", m, exc)
-                    skipped[m] = str(exc)
-        root = run.path / CRITICAL_DIR
-        write_json(root / SKIPPED, skipped)
-        table = _adjust_in_memory(run.path, sets)
-        overlaps, where = overlap_table(sets), where_table(sets)
-        atomic_write_bytes(root / OVERLAPS, overlaps.to_csv(index=False).encode())
-        atomic_write_bytes(root / WHERE, where.to_csv(index=False).encode())
-        return IsolationReport(sets, skipped, table, overlaps, where)
+        with open_session(run_dir, pipe, config.prior, config.n_search, device, procs) as session:
+            return session.lead(functools.partial(_isolate_many, wanted=wanted, skipped=skipped, config=config,
+                                                  tests=tests, metric=metric, confirm_pool=confirm_pool,
+                                                  progress=progress))
     finally:
-        unlock_run(run.path)
+        if procs.is_main:
+            unlock_run(run.path)
+
+
+def _isolate_many(session: Session, wanted: list[str], skipped: dict[str, str], config: IsolationConfig, tests: int,
+                  metric, confirm_pool, progress: bool) -> IsolationReport:
+    """Isolate each wanted meaning in turn and write the run's family table (the main process of a session)."""
+    sets = {}
+    for m in wanted:
+        try:
+            sets[m] = isolate_in_session(session, m, config, tests, metric, confirm_pool, progress)
+        except (NothingToIsolate, SearchBudgetExceeded, RunError) as exc:
+            if isinstance(exc, DesignError):
+                raise
+            log.warning("%s: no set found on the search split: %s", m, exc)
+            skipped[m] = str(exc)
+    root = session.run.path / CRITICAL_DIR
+    write_json(root / SKIPPED, skipped)
+    table = _adjust_in_memory(session.run.path, sets)
+    overlaps, where = overlap_table(sets), where_table(sets)
+    atomic_write_bytes(root / OVERLAPS, overlaps.to_csv(index=False).encode())
+    atomic_write_bytes(root / WHERE, where.to_csv(index=False).encode())
+    return IsolationReport(sets, skipped, table, overlaps, where)

@@ -9,15 +9,17 @@ Example:
 from __future__ import annotations
 
 import contextlib
+import functools
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Iterator, Sequence
+from typing import Callable, Iterator, Sequence, TypeVar
 
 import pandas as pd
 import torch
 
 from sdprobe.architecture import describe
+from sdprobe.distributed import Processes, current, process_device
 from sdprobe.errors import RunError
 from sdprobe.evidence import Split
 from sdprobe.isolate.candidates import CandidateSet
@@ -26,6 +28,7 @@ from sdprobe.runs import RunDir
 from sdprobe.thresholds.table import largest
 
 COLLAPSES = ("sudden", "gradual")  # kinds with a window to search
+T = TypeVar("T")
 
 
 def default_metric(run: RunDir | None = None, device: str | None = None):
@@ -125,7 +128,30 @@ class Session:
     device: str
     refs: dict = field(default_factory=dict)
     calibration: list[str] = field(default_factory=list)
+    processes: Processes = field(default_factory=Processes)
+    ask: Callable | None = None  # runs a MaskJob on every process (set by lead); None: here
     _scores: dict[str, torch.Tensor] | None = None
+
+    def lead(self, main: Callable[["Session"], T]) -> T:
+        """Run ``main(session)`` on the main process while the others generate their share of every evaluation.
+
+        Inside ``main``, evaluators built with ``ask=session.ask`` hand their jobs to every process (see
+        :meth:`sdprobe.distributed.Processes.lead`). With one process ``main`` simply runs here.
+
+        Returns:
+            T: what ``main`` returned, on every process.
+        """
+        from sdprobe.isolate.evaluator import generate_share
+
+        def run(ask):
+            self.ask = ask
+            try:
+                return main(self)
+            finally:
+                self.ask = None
+
+        work = functools.partial(generate_share, self.pipe, self.masks, self.config.generation, self.processes)
+        return self.processes.lead(run, work)
 
     @property
     def prompts(self) -> list[str]:
@@ -150,6 +176,14 @@ class Session:
         return self._scores
 
 
+def run_processes(run: RunDir, pipe=None, device: str | None = None) -> Processes:
+    """The processes that share a session on ``run``: those the launcher started, joined over the backend of the
+    pipeline's device (``pipe``'s, else ``device``, else the sweep's)."""
+    from sdprobe.sweep.run import load_config
+
+    return current(pipe.device if pipe is not None else device or load_config(run).device)
+
+
 @contextlib.contextmanager
 def masks_for(pipe, sweep_config) -> Iterator[dict]:
     """The sweep's masks on ``pipe`` (calibration prompts as the sweep drew them); restored exactly on exit."""
@@ -162,15 +196,18 @@ def masks_for(pipe, sweep_config) -> Iterator[dict]:
 
 @contextlib.contextmanager
 def open_session(run_dir: Path, pipe=None, prior: str | None = None, n_search: int | None = None,
-                 device: str | None = None) -> Iterator[Session]:
+                 device: str | None = None, processes: Processes | None = None) -> Iterator[Session]:
     """Load a sweep run's pipeline and masks; all weights are restored exactly on exit.
 
     Args:
         run_dir (Path): a finished (or resumable) sweep run with thresholds.
-        pipe: an already loaded pipeline. Default: None, load ``config["model"]`` on ``device``.
+        pipe: an already loaded pipeline. Default: None, load ``config["model"]`` on ``device`` (under a
+            launcher, ``"cuda"`` is each process's own GPU).
         prior (str | None): ``"score"`` or ``"magnitude"``. Default: None (|W| for ``random``, else the score).
         n_search (int | None): search-split prompts, the run's first ones. Default: None (all).
         device (str | None): device for loading. Default: the run's.
+        processes (Processes | None): the processes sharing the evaluations. Default: None, those the launcher
+            started (one without a launcher). Every process must open the session.
 
     Yields:
         Session: with the masks at level 0.
@@ -186,11 +223,13 @@ def open_session(run_dir: Path, pipe=None, prior: str | None = None, n_search: i
         raise ValueError(f"unknown prior {prior!r}; valid: {', '.join(PRIORS)}")
     search = run_split(run, n_search)
     if pipe is None:
-        pipe = load_pipeline(config.model, device=device or config.device, dtype=getattr(torch, config.dtype))
+        pipe = load_pipeline(config.model, device=process_device(device or config.device),
+                             dtype=getattr(torch, config.dtype))
+    procs = processes or current(pipe.device)
     verify(run.path, pipe)  # the weights the sweep pruned, not another model's
     with masks_for(pipe, config) as (masks, calibration):
         refs = {r.qualified_name: r for m in masks.values() for r in m.refs}
-        yield Session(run, config, pipe, masks, prior, search, str(pipe.device), refs, calibration)
+        yield Session(run, config, pipe, masks, prior, search, str(pipe.device), refs, calibration, procs)
 
 
 def window_candidates(masks: dict, plans: dict, refs: dict, start: float, stop: float,

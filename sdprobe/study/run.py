@@ -3,6 +3,10 @@
 A study directory holds ``study.json`` (its config, state and the stages done) and one run directory per stage.
 Every stage resumes on its own terms (sweeps level by level, isolation test by test), and a stage marked done is
 not run again, so a killed study started again with the same command picks up where it stopped.
+
+Under ``accelerate launch --num_processes P -m sdprobe study ...`` (or ``torchrun``) the sweeps and the isolation
+tests share their images across the P processes; the other stages run on the main process while the others wait.
+Only the main process writes.
 """
 
 from __future__ import annotations
@@ -15,6 +19,7 @@ from pathlib import Path
 
 import torch
 
+from sdprobe.distributed import Processes, ProcessFailed, current, launched_world_size, process_device
 from sdprobe.errors import RunError
 from sdprobe.io import read_json, write_json
 from sdprobe.runs import config_diff, environment, now
@@ -39,8 +44,10 @@ def _attribution_prompts(n: int, seed: int, target: str) -> tuple[list[str], lis
 class Study:
     """A study directory being run. Use :func:`run_study`."""
 
-    def __init__(self, config: StudyConfig, out: Path, progress: bool = True):
-        self.config, self.out, self.progress = config, Path(out), progress
+    def __init__(self, config: StudyConfig, out: Path, progress: bool = True, processes: Processes | None = None):
+        self.config, self.out = config, Path(out)
+        self.procs = processes or Processes()
+        self.progress = progress and self.procs.is_main
         self.state = read_json(self.out / STUDY_FILE)
         self._pipe = None
 
@@ -49,7 +56,8 @@ class Study:
         if self._pipe is None:
             from sdprobe.models import load_pipeline
 
-            self._pipe = load_pipeline(self.config.model, self.config.device, getattr(torch, self.config.dtype))
+            self._pipe = load_pipeline(self.config.model, process_device(self.config.device),
+                                       getattr(torch, self.config.dtype))
         return self._pipe
 
     def is_done(self, name: str) -> bool:
@@ -60,21 +68,37 @@ class Study:
         self.state["stages"][name] = outcome
         write_json(self.out / STUDY_FILE, self.state)
 
-    def stage(self, name: str, fn) -> None:
-        """Run one stage unless ``study.json`` says it is done; record its outcome and duration."""
+    def stage(self, name: str, fn, shared: bool = False) -> None:
+        """Run one stage unless ``study.json`` says it is done; record its outcome and duration.
+
+        A ``shared`` stage runs on every process (it shares its work out itself); any other runs on the main
+        process. Either way the main process's outcome is the stage's, and only the main process records it.
+        """
         if self.is_done(name):
             log.info("stage %s already done", name)
             return
         log.info("stage %s", name)
-        self.record(name, _timed(fn))
+        if shared:
+            try:
+                mine = _timed(fn)
+            except ProcessFailed:  # the main process failed, or skipped the stage: its outcome decides
+                mine = None
+            outcome = self.procs.on_main(lambda: mine)
+        else:
+            outcome = self.procs.on_main(lambda: _timed(fn))
+        if self.procs.is_main:
+            self.record(name, outcome)
+        else:
+            self.state["stages"][name] = outcome
 
     # -- stages ----------------------------------------------------------------------------------------------------
     def sweep(self, spec) -> str:
         from sdprobe.sweep import run_sweep
         from sdprobe.thresholds import run_thresholds
 
-        run = run_sweep(self.pipe, self.config.sweep_config(spec), self.out / spec.name, progress=self.progress)
-        table = run_thresholds(run.path)
+        run = run_sweep(self.pipe, self.config.sweep_config(spec), self.out / spec.name, progress=self.progress,
+                        processes=self.procs)
+        table = self.procs.on_main(lambda: run_thresholds(run.path))
         sudden = list(dict.fromkeys(table.loc[table["kind"] == "sudden", "metric"]))
         return f"sudden collapses: {', '.join(sudden) or 'none'}"
 
@@ -250,18 +274,22 @@ def run_study(config: StudyConfig, out: Path, overwrite: bool = False, progress:
     """
     if jobs < 1:
         raise ValueError(f"jobs must be positive, got {jobs}")
+    if jobs > 1 and launched_world_size() > 1:
+        raise ValueError("jobs > 1 starts its own sweep processes; under a launcher the launched processes share "
+                         "the work already: leave jobs at 1")
     out = Path(out)
     from sdprobe.models import check_device
 
     check_device(config.device)  # before the study folder exists
-    _open(config, out, overwrite)
-    study = Study(config, out, progress)
+    procs = current(process_device(config.device))
+    procs.on_main(lambda: _open(config, out, overwrite))
+    study = Study(config, out, progress, procs)
     if jobs > 1:
         _parallel_sweeps(study, jobs)
     for spec in config.sweeps:
-        study.stage(f"sweep:{spec.name}", lambda spec=spec: study.sweep(spec))
+        study.stage(f"sweep:{spec.name}", lambda spec=spec: study.sweep(spec), shared=True)
     if config.isolation is not None:
-        study.stage("isolation", study.isolation)
+        study.stage("isolation", study.isolation, shared=True)
     if config.bias is not None:
         study.stage("bias", study.bias)
         if config.bias.critical:
