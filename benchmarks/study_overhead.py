@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import argparse
 import contextlib
-import json
 import tempfile
 import time
 from pathlib import Path
@@ -65,35 +64,61 @@ def recorded_forwards():
             setattr(owner, name, fn)
 
 
+def share_line(name: str, record: dict, spans: list[tuple[float, float]], offset: float) -> tuple[float, float] | None:
+    """(wall, forward seconds) of one recorded stage, or None for a stage not run in this process."""
+    start, wall = record.get("started_at"), float(record["seconds"])
+    if start is None or record["status"] != "done":
+        return None
+    end = start + wall
+    fwd = sum(max(0.0, min(b + offset, end) - max(a + offset, start)) for a, b in spans)
+    return wall, fwd
+
+
+@contextlib.contextmanager
+def stage_shares(spans: list[tuple[float, float]], offset: float, log: Path | None):
+    """Print each stage's share the moment the study records it (and append it to ``log``), so a run stopped
+    before the end keeps every finished stage's figure; yield the list of (stage, wall, forward)."""
+    from sdprobe.study.run import Study
+
+    rows: list[tuple[str, float, float]] = []
+    real = Study.record
+
+    def record(self, name, outcome):
+        real(self, name, outcome)
+        got = share_line(name, outcome, spans, offset)
+        if got is None:
+            return
+        rows.append((name, *got))
+        line = f"{name:26s} {got[0]:8.1f} {got[1]:10.1f} {got[1] / got[0] if got[0] > 0 else float('nan'):6.1%}"
+        print(line, flush=True)
+        if log is not None:
+            with open(log, "a") as f:
+                f.write(line + "\n")
+
+    Study.record = record
+    try:
+        yield rows
+    finally:
+        Study.record = real
+
+
 def main(argv: list[str] | None = None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--quick", action="store_true", help="the CI-scale study (StudyConfig().quick())")
     p.add_argument("--out", type=Path, default=None, help="study folder to keep (default: a temporary one)")
+    p.add_argument("--log", type=Path, default=None, help="also append each stage's line to this file")
     args = p.parse_args(argv)
     torch.set_num_threads(min(2, torch.get_num_threads()))
     config = StudyConfig().quick() if args.quick else StudyConfig()
+    print(f"{'stage':26s} {'wall s':>8s} {'forward s':>10s} {'share':>6s}  target >= {TARGET_SHARE:.0%}", flush=True)
     with tempfile.TemporaryDirectory() as tmp:
         out = args.out or Path(tmp) / "study"
         # perf_counter and time.time tick together for the length of the run; stages record time.time
         offset = time.time() - time.perf_counter()
-        with recorded_forwards() as spans:
+        with recorded_forwards() as spans, stage_shares(spans, offset, args.log) as rows:
             run_study(config, out, progress=False, jobs=1)
-        stages = json.loads((out / "study.json").read_text())["stages"]
-    spans = [(a + offset, b + offset) for a, b in spans]
-    print(f"{'stage':26s} {'wall s':>8s} {'forward s':>10s} {'share':>6s}  target >= {TARGET_SHARE:.0%}")
-    total_wall = total_fwd = 0.0
-    below = []
-    for name, rec in stages.items():
-        start, wall = rec.get("started_at"), float(rec["seconds"])
-        if start is None or rec["status"] != "done":
-            continue
-        end = start + wall
-        fwd = sum(max(0.0, min(b, end) - max(a, start)) for a, b in spans)
-        share = fwd / wall if wall > 0 else float("nan")
-        total_wall, total_fwd = total_wall + wall, total_fwd + fwd
-        if share < TARGET_SHARE:
-            below.append(name)
-        print(f"{name:26s} {wall:8.1f} {fwd:10.1f} {share:6.1%}")
+    total_wall, total_fwd = sum(r[1] for r in rows), sum(r[2] for r in rows)
+    below = [name for name, wall, fwd in rows if wall > 0 and fwd / wall < TARGET_SHARE]
     print(f"{'all stages':26s} {total_wall:8.1f} {total_fwd:10.1f} {total_fwd / max(total_wall, 1e-9):6.1%}")
     print(f"stages below the target: {', '.join(below) if below else 'none'}")
     return 0

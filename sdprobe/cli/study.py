@@ -34,6 +34,7 @@ def run(args: argparse.Namespace) -> int:
     import os
     import shutil
 
+    from sdprobe.distributed import launched_main
     from sdprobe.study import StudyConfig, load_study_config, run_study
 
     config = load_study_config(args.config) if args.config else StudyConfig()
@@ -48,6 +49,8 @@ def run(args: argparse.Namespace) -> int:
     if config.device != "cpu":
         jobs = 1  # one process drives the GPU
     report = run_study(config, args.out, overwrite=args.overwrite, jobs=jobs)
+    if not launched_main():
+        return 0  # the main process copies, logs and prints for every process of a launched study
     if args.report:
         args.report.parent.mkdir(parents=True, exist_ok=True)
         shutil.copyfile(report, args.report)

@@ -90,11 +90,14 @@ def config_from_args(args: argparse.Namespace):
 
 
 def run(args: argparse.Namespace) -> int:
+    from sdprobe.distributed import launched_main
     from sdprobe.sweep import run_sweep
 
     config = config_from_args(args)  # validates before the model loads
     pipe = load(args)
     run_dir = run_sweep(pipe, config, args.out, store=args.store)
+    if not launched_main():
+        return 0  # the main process logs and prints for every process of a launched sweep
     log_to_tracker(args.tracker, [run_dir.path])
     print(run_dir.path)
     return 0

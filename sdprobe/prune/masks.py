@@ -13,7 +13,9 @@ weight's dtype) and their positions inside their group (int16 where a group fits
 (see :mod:`sdprobe.prune.storage`): beside the weights (fastest), in host memory (for CUDA weights: the device
 holds only the model), or in a temporary file (the process holds only the model and the rows being moved).
 Scores are read one tensor at a time, so a lazy mapping of scores (the scorers' own) keeps the peak during the
-one-off sort near one tensor's worth.
+one-off sort near one tensor's worth. ``moves`` says how a level change reaches the weights: tensor by tensor, or
+batched over every weight of a dtype at once (see :mod:`sdprobe.prune.flat`), which spares a GPU hundreds of
+small launches per move.
 
 Example:
     >>> refs = select(pipe, "text_encoder")
