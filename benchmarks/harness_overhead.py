@@ -42,6 +42,7 @@ QUICK = {"n_prompts": 4, "steps": 2, "repeats": 3}  # --quick overrides
 def bare_generate(pipe, prompts: list[str], seeds: list[int], config: GenerationConfig) -> np.ndarray:
     """The plain diffusers call, batched like :func:`sdprobe.generate.generate`; (N, H, W, 3) float32."""
     out = []
+    size = {k: v for k, v in (("height", config.height), ("width", config.width)) if v is not None}
     for start in range(0, len(prompts), config.batch_size):
         batch = slice(start, start + config.batch_size)
         images = pipe(
@@ -50,6 +51,7 @@ def bare_generate(pipe, prompts: list[str], seeds: list[int], config: Generation
             num_inference_steps=config.steps,
             guidance_scale=config.guidance,
             output_type="np",
+            **size,
         ).images  # (B, H, W, 3)
         out.append(np.asarray(images, dtype=np.float32))
     return np.concatenate(out)

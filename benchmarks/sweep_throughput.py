@@ -25,11 +25,11 @@ from __future__ import annotations
 import argparse
 import sys
 import tempfile
-import time
 from pathlib import Path
 
 import torch
 
+from harness_overhead import bare_generate, timed  # the same bare call, from this folder
 from sdprobe.generate import GenerationConfig
 from sdprobe.sweep import ComponentPlan, SweepConfig, run_sweep, sweep_prompts
 from sdprobe.sweep.run import calibration_prompts, progressive_masks
@@ -50,23 +50,9 @@ def build(args: argparse.Namespace):
     return build_pipeline(args.family, args.size, seed=0).to(device=args.device, dtype=dtype)
 
 
-def sync() -> None:
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
-
-
 def bare(pipe, prompts: list[str], seeds: list[int], generation: GenerationConfig, rounds: int) -> float:
     """Seconds for ``rounds`` passes over the prompts with plain pipeline calls in the sweep's batches."""
-    extra = {k: v for k, v in (("height", generation.height), ("width", generation.width)) if v is not None}
-    sync()
-    t0 = time.perf_counter()
-    for _ in range(rounds):
-        for start in range(0, len(prompts), generation.batch_size):
-            part = slice(start, start + generation.batch_size)
-            pipe(prompt=prompts[part], generator=[torch.Generator().manual_seed(int(s)) for s in seeds[part]],
-                 num_inference_steps=generation.steps, guidance_scale=generation.guidance, output_type="np", **extra)
-    sync()
-    return time.perf_counter() - t0
+    return sum(timed(bare_generate, pipe, prompts, seeds, generation)[0] for _ in range(rounds))
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -113,18 +99,14 @@ def main(argv: list[str] | None = None) -> int:
 
     bare(pipe, prompts[:args.batch_size], seeds[:args.batch_size], generation, 1)  # warm-up
     before = bare(pipe, prompts, seeds, generation, levels)
-    sync()
-    t0 = time.perf_counter()
-    with progressive_masks(pipe, config, calibration_prompts(config, prompts)) as masks:
-        sync()
-        entry = time.perf_counter() - t0
-        moves = sorted({m.moves for m in masks.values()})
+
+    def enter() -> list[str]:
+        with progressive_masks(pipe, config, calibration_prompts(config, prompts)) as masks:
+            return sorted({m.moves for m in masks.values()})
+
+    entry, moves = timed(enter)
     with tempfile.TemporaryDirectory() as tmp:
-        sync()
-        t0 = time.perf_counter()
-        run = run_sweep(pipe, config, Path(tmp) / "run", progress=False)
-        sync()
-        swept = time.perf_counter() - t0
+        swept, run = timed(run_sweep, pipe, config, Path(tmp) / "run", False)
         images = len(run.results())
     after = bare(pipe, prompts, seeds, generation, levels)
     reference = (before + after) / 2
