@@ -79,6 +79,56 @@ def test_sequential_p_value_is_valid_under_the_null():
         assert (ps <= a).mean() <= a + 0.015  # super-uniform, up to simulation error
 
 
+def test_a_level_stops_a_test_that_cannot_pass_with_the_decision_of_the_full_test():
+    rng = np.random.default_rng(3)
+    drawn = {}  # (level, shift) -> [controls drawn by the full test, by the curtailed one]
+    for level, n in ((0.01, 200), (0.05, 200), (0.05, 50), (0.0125, 79)):
+        for r in range(300):
+            shift = float(rng.choice([0.0, 2.0, 3.0]))  # null, borderline and strong sets
+            effect = float(rng.normal(0, 1) + shift)
+            controls = rng.normal(0, 1, n)
+            full, curtailed = SequentialTest(effect, n=n, h=10), SequentialTest(effect, n=n, h=10, level=level)
+            for t in (full, curtailed):
+                for c in controls:
+                    if t.done:
+                        break
+                    t.add(float(c))
+            assert (full.p_value <= level) == (curtailed.p_value <= level), (level, n, r)
+            assert (full.p_value < level) == (curtailed.p_value < level), (level, n, r)
+            assert len(curtailed.effects) <= len(full.effects)
+            if curtailed.p_value <= level:  # a passing test draws exactly what the full one draws
+                assert curtailed.p_value == full.p_value
+            counts = drawn.setdefault((level, n, shift), [0, 0])
+            counts[0], counts[1] = counts[0] + len(full.effects), counts[1] + len(curtailed.effects)
+    null_full, null_curtailed = drawn[(0.01, 200, 0.0)]
+    assert null_curtailed < 0.5 * null_full  # h 10 -> 3: a null set costs under half the controls
+    edge_full, edge_curtailed = drawn[(0.01, 200, 2.0)]
+    assert edge_curtailed < edge_full
+    assert drawn[(0.05, 200, 0.0)][0] == drawn[(0.05, 200, 0.0)][1]  # 11 / 200 is out of reach only after h = 10
+    t = SequentialTest(0.5, n=200, h=10, level=0.01)
+    assert t.stop_at == 3  # 3 / 200 > 0.01 >= 2 / 200
+    for e in (0.9, 0.0, 0.9, 0.9):
+        if not t.done:
+            t.add(e)
+    assert t.done and t.stopped_early and t.p_value == pytest.approx(3 / 4)
+    assert SequentialTest(0.5, n=200, h=2, level=0.05).stop_at == 2  # h still caps it
+    with pytest.raises(ValueError, match="level"):
+        SequentialTest(0.5, n=200, level=1.5)
+
+
+def test_a_curtailed_p_value_is_valid_under_the_null():
+    rng = np.random.default_rng(4)
+    ps = []
+    for _ in range(2000):
+        t = SequentialTest(float(rng.normal()), n=99, h=10, level=0.05)
+        while not t.done:
+            t.add(float(rng.normal()))
+        ps.append(t.p_value)
+    ps = np.array(ps)
+    for a in (0.01, 0.05, 0.1, 0.3):
+        assert (ps <= a).mean() <= a + 0.015
+
+
 def test_bootstrap_ci_covers_the_mean_of_paired_differences():
     rng = np.random.default_rng(2)
     hits = 0

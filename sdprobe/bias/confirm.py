@@ -3,8 +3,8 @@
 The same rules as critical-set isolation (:mod:`sdprobe.evidence`): the set was searched on another split; its
 effect is measured on prompts and seeds the search never saw; it is compared with random sets of the same size and
 per-tensor layout (:func:`~sdprobe.evidence.draw_controls`) under a sequential Monte Carlo test
-(:class:`~sdprobe.evidence.SequentialTest`); the run's tests are corrected together (Holm, in
-:func:`sdprobe.bias.run.adjust_bias_family`).
+(:class:`~sdprobe.evidence.SequentialTest`, which also stops once p can no longer go below ``alpha``); the run's
+tests are corrected together (Holm, in :func:`sdprobe.bias.run.adjust_bias_family`).
 
 * **Effect**: how much removing the set lowers the target group's distance to the target distribution,
   ``d(dense) - d(removed)`` (total variation by default), with a paired bootstrap interval over images.
@@ -121,7 +121,7 @@ def confirm_debias(ev: DebiasEvaluator, candidates, ids: np.ndarray, split: Debi
         rows += _distribution(g, b, probe, DENSE, conf.n_boot, conf.seed, "other")
         rows += _distribution(g, a, probe, REMOVED, conf.n_boot, conf.seed, "other")
 
-    test = SequentialTest(effect, n=conf.n_controls, h=conf.sequential_h)
+    test = SequentialTest(effect, n=conf.n_controls, h=conf.sequential_h, level=cfg.alpha)
     controls = []
     subsets = draw_controls(candidates, ids, conf.n_controls, seed=conf.seed * 1000 + 7)
     with tqdm(total=len(subsets), desc="bias controls", unit="control", disable=not progress, leave=False) as bar:

@@ -10,7 +10,8 @@ model where the meaning still holds, ``base ∪ U`` the one where it has failed,
 The *effect* is ``mean(d)``, a share of the split's images, with a bootstrap CI over prompts and its share of the
 whole collapse ``mean(score(∅) - score(U))``. Each direction is compared with equal-size controls drawn like ``K``
 (:mod:`~sdprobe.evidence.controls`) under a sequential Monte Carlo test (:class:`~sdprobe.evidence.stats.
-SequentialTest`), which stops early once the set clearly does no better than its controls.
+SequentialTest`), which stops early once the set clearly does no better than its controls, or, given the claim's
+level, once its p can no longer pass it.
 
 Example:
     >>> result = confirm_set(cands, k_ids, score, ConfirmConfig(n_controls=200))
@@ -114,8 +115,8 @@ def _paired(direction: str, score: Score, ids: np.ndarray, everything: np.ndarra
 
 
 def _sequential(direction: str, effect: float, score: Score, subsets: list[np.ndarray], everything: np.ndarray,
-                h: int, desc: str, progress: bool) -> SequentialTest:
-    test = SequentialTest(effect, n=len(subsets), h=h)
+                h: int, level: float | None, desc: str, progress: bool) -> SequentialTest:
+    test = SequentialTest(effect, n=len(subsets), h=h, level=level)
     with tqdm(total=len(subsets), desc=desc, unit="control", disable=not progress, leave=False) as bar:
         for subset in subsets:
             if test.done:
@@ -126,7 +127,7 @@ def _sequential(direction: str, effect: float, score: Score, subsets: list[np.nd
 
 
 def confirm_set(candidates, ids: np.ndarray, score: Score, config: ConfirmConfig, directions=DIRECTIONS,
-                label: str = "", progress: bool = True) -> dict[str, DirectionResult]:
+                label: str = "", progress: bool = True, level: float | None = None) -> dict[str, DirectionResult]:
     """Necessity and sufficiency of a set on the confirmation split, each against its own sequential controls.
 
     Args:
@@ -138,6 +139,9 @@ def confirm_set(candidates, ids: np.ndarray, score: Score, config: ConfirmConfig
         directions (Sequence[str]): which directions. Default: both.
         label (str): shown in progress bars. Default: "".
         progress (bool): progress bars. Default: True.
+        level (float | None): the family-wise level the claim is judged at; each sequential test also stops once
+            its p can no longer reach it (the decision stays the one all the controls would give, see
+            :class:`~sdprobe.evidence.stats.SequentialTest`). Default: None (stop after ``sequential_h`` only).
 
     Returns:
         dict[str, DirectionResult]: per direction; ``p_adjusted`` is NaN until the caller corrects the family.
@@ -157,7 +161,7 @@ def confirm_set(candidates, ids: np.ndarray, score: Score, config: ConfirmConfig
         fraction = effect / total if total > 0 else float("nan")
         rand = _sequential(direction, effect, score,
                            draw_controls(candidates, ids, config.n_controls, seed=config.seed * 1000 + 2 * k),
-                           everything, config.sequential_h, f"{label} {direction} controls".strip(), progress)
+                           everything, config.sequential_h, level, f"{label} {direction} controls".strip(), progress)
         result = DirectionResult(
             direction, int(finite.sum()), effect, effect * int(finite.sum()), lo, hi, fraction, f_lo, f_hi,
             rand.p_value, len(rand.effects), float(np.mean(rand.effects)) if rand.effects else float("nan"),
@@ -166,7 +170,8 @@ def confirm_set(candidates, ids: np.ndarray, score: Score, config: ConfirmConfig
             matched = _sequential(direction, effect, score,
                                   draw_controls(candidates, ids, config.n_matched, seed=config.seed * 1000 + 2 * k + 1,
                                                 match_bins=config.match_bins),
-                                  everything, config.sequential_h, f"{label} {direction} matched".strip(), progress)
+                                  everything, config.sequential_h, level, f"{label} {direction} matched".strip(),
+                                  progress)
             result.matched_p, result.n_matched = matched.p_value, len(matched.effects)
             result.matched_mean = float(np.mean(matched.effects)) if matched.effects else float("nan")
             result.matched_effects = matched.effects

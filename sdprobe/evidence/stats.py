@@ -58,10 +58,17 @@ class SequentialTest:
     a set that behaves like its controls costs about ``h / p`` draws instead of ``n``, and a set that beats
     them all costs the full ``n``, which is what ``p <= 1 / (n + 1)`` requires.
 
+    With ``level`` (the largest p the claim can pass with, e.g. the family-wise alpha: Holm never lets a raw p
+    above it through), the test also stops as soon as it can no longer reach ``p <= level``: at the first
+    ``h' = min(h, floor(level * n) + 1)`` exceedances, so that the reported ``h' / L >= h' / n > level``, and the
+    full test would have reported ``(1 + G) / (1 + n) > level`` too. The claim's decision, and every other test's
+    Holm decision, is the one drawing all ``n`` would give; a set that fails costs fewer controls.
+
     Args:
         effect (float): the tested set's effect.
         n (int): the most controls to draw.
         h (int): exceedances that end the test early. Default: 10.
+        level (float | None): stop once ``p <= level`` is out of reach (see above). Default: None (only ``h``).
 
     Example:
         >>> t = SequentialTest(0.1, n=200, h=2)
@@ -72,11 +79,26 @@ class SequentialTest:
     effect: float
     n: int
     h: int = 10
+    level: float | None = None
 
     def __post_init__(self) -> None:
         if self.n < 1 or self.h < 1:
             raise ValueError(f"n and h must be positive, got n={self.n}, h={self.h}")
+        if self.level is not None and not 0 < self.level < 1:
+            raise ValueError(f"level must be in (0, 1), got {self.level}")
         self.effects: list[float] = []
+
+    @property
+    def stop_at(self) -> int:
+        """Exceedances that end the test: ``h``, or fewer once they put ``p <= level`` out of reach."""
+        if self.level is None:
+            return self.h
+        k = math.floor(self.level * self.n) + 1
+        while k / self.n <= self.level:  # guard the float product: k / n must exceed the level
+            k += 1
+        while k > 1 and (k - 1) / self.n > self.level:
+            k -= 1
+        return min(self.h, k)
 
     @property
     def exceedances(self) -> int:
@@ -84,11 +106,11 @@ class SequentialTest:
 
     @property
     def done(self) -> bool:
-        return math.isnan(self.effect) or self.exceedances >= self.h or len(self.effects) >= self.n
+        return math.isnan(self.effect) or self.exceedances >= self.stop_at or len(self.effects) >= self.n
 
     @property
     def stopped_early(self) -> bool:
-        return self.exceedances >= self.h and len(self.effects) < self.n
+        return self.exceedances >= self.stop_at and len(self.effects) < self.n
 
     def add(self, control_effect: float) -> None:
         if self.done:
@@ -99,8 +121,8 @@ class SequentialTest:
     def p_value(self) -> float:
         if math.isnan(self.effect):
             return float("nan")
-        if self.exceedances >= self.h:
-            return self.h / len(self.effects)
+        if self.exceedances >= self.stop_at:
+            return self.stop_at / len(self.effects)
         return (1 + self.exceedances) / (1 + len(self.effects))
 
 

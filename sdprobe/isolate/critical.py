@@ -225,7 +225,8 @@ def isolate_meaning(candidates: CandidateSet, search: Search, confirm: Confirm, 
     def score(s: np.ndarray) -> np.ndarray:
         return np.asarray(confirm(s)[meaning], dtype=float)
 
-    confirmation = confirm_set(candidates, ids, score, config.confirm, label=meaning, progress=progress)
+    confirmation = confirm_set(candidates, ids, score, config.confirm, label=meaning, progress=progress,
+                               level=config.alpha)
     states = {"hold": np.zeros(0, dtype=np.int64), "fail": everything, "removed": ids,
               "restored": np.setdiff1d(everything, ids)}
     confirm_acc = {k: _means(confirm(s), meanings) for k, s in states.items()}

@@ -112,7 +112,8 @@ def replicate(set_file: Path, model: str | None = None, pipe=None, *, n_confirm:
         evaluate = CachedEvaluator(MaskEvaluator(pipe, masks, base, cands, split, config.generation, metric,
                                                  [ws.meaning]), EvaluationLog(None, "replication"))
         results = confirm_set(cands, ids, lambda s: np.asarray(evaluate(s)[ws.meaning], dtype=float),
-                              confirm or ConfirmConfig(seed=seed), label=ws.meaning, progress=progress)
+                              confirm or ConfirmConfig(seed=seed), label=ws.meaning, progress=progress,
+                              level=alpha)
     for r, p in zip(results.values(), holm([r.p_value for r in results.values()])):
         r.p_adjusted = p
     verdict = verdict_of({d: r.to_dict() for d, r in results.items()}, alpha)
