@@ -122,6 +122,30 @@ def test_dose_response_of_the_set_and_its_controls(setup):
     assert (controls.groupby("set")["objective"].agg(lambda x: x.max() - x.min()) < 0.05).all()  # they do nothing
 
 
+def test_the_dose_response_reuses_the_confirmation_controls_images(setup):
+    """The dose-response's controls are the confirmation's first ones, so a caching evaluator (DebiasEvaluator)
+    makes their removal images once."""
+    probe, group, cfg, search, confirm = setup
+    w = world(probe)
+    ev, cands = w.evaluator(), w.candidates()
+    asked = []
+    labels = ev.labels
+
+    def recording(split, part, ids, keep=0.0):
+        asked.append((split.name, part, tuple(np.sort(np.asarray(ids))), float(keep)))
+        return labels(split, part, ids, keep)
+
+    ev.labels = recording
+    s = confirm_debias(ev, cands, PLANTED, confirm, probe, group, cfg, progress=False).summary
+    assert s["n_controls"] >= cfg.dose_controls
+    confirmed = set(asked)
+    asked.clear()
+    dose_response(ev, cands, PLANTED, confirm, probe, cfg)
+    removals = [a for a in asked if a[3] == 0.0 and a[2]]
+    assert len(removals) == 1 + cfg.dose_controls  # the set and each control at alpha 0
+    assert all(a in confirmed for a in removals)  # all asked for by the confirmation already
+
+
 def test_explicit_checks_and_wilson():
     lo, hi = wilson(16, 16)
     assert hi == pytest.approx(1.0) and 0.8 < lo < 0.9

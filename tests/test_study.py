@@ -3,6 +3,7 @@ import json
 import pytest
 
 from sdprobe.errors import RunError
+from sdprobe.generate import GenerationConfig
 from sdprobe.study import StudyConfig, load_study_config, run_study, study_config_from_dict
 
 
@@ -86,6 +87,10 @@ def test_a_different_config_is_refused_and_bad_recipes_name_valid_keys(tmp_path,
         study_config_from_dict({"sweeps": [{"name": "x", "components": {}, "methd": "magnitude"}]})
     with pytest.raises(ValueError, match="not one of the sweeps"):
         study_config_from_dict({"isolation": {"sweep": "nope"}})
+    with pytest.raises(ValueError, match=r"\[bias\] 20 controls cannot give p < 0.01"):  # refused before any model loads
+        study_config_from_dict({"bias": {"controls": 20}})
+    search = study_config_from_dict({"bias": {"controls": 19, "alpha": 0.05}}).bias.search_config(GenerationConfig(), 3)
+    assert (search.confirm.n_controls, search.alpha, search.confirm.seed, search.seed) == (19, 0.05, 3, 3)
 
 
 def test_shipped_recipes_parse():

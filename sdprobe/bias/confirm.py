@@ -86,6 +86,12 @@ def _distribution(group: str, labels, probe, condition: str, n_boot: int, seed: 
             for k, v in enumerate(probe.values)]
 
 
+def confirmation_controls(candidates, ids: np.ndarray, cfg, n: int) -> list[np.ndarray]:
+    """The confirmation's first ``n`` random controls (the draw is prefix-stable, so the dose-response's controls
+    are the confirmation's first ones and reuse their images)."""
+    return draw_controls(candidates, ids, n, seed=cfg.confirm.seed * 1000 + 7)
+
+
 def confirm_debias(ev: DebiasEvaluator, candidates, ids: np.ndarray, split: DebiasSplit, probe, group, cfg,
                    progress: bool = True) -> DebiasEvidence:
     """Measure a debiasing set on the confirmation split against its controls (see the module docstring).
@@ -123,7 +129,7 @@ def confirm_debias(ev: DebiasEvaluator, candidates, ids: np.ndarray, split: Debi
 
     test = SequentialTest(effect, n=conf.n_controls, h=conf.sequential_h, level=cfg.alpha)
     controls = []
-    subsets = draw_controls(candidates, ids, conf.n_controls, seed=conf.seed * 1000 + 7)
+    subsets = confirmation_controls(candidates, ids, cfg, conf.n_controls)
     with tqdm(total=len(subsets), desc="bias controls", unit="control", disable=not progress, leave=False) as bar:
         for j, c in enumerate(subsets):
             if test.done:

@@ -1,10 +1,10 @@
 """Dose-response of a weight set: scale its weights by alpha in [0, 1] and measure the bias at each dose.
 
 Alpha 1 is the dense model and alpha 0 removes the set. A set that carries the bias moves the distance to the
-target smoothly (or not) as alpha falls; equal-size random controls show what scaling that many weights does
-anyway. This is what a user needs to choose an edit, not only to find one. The measurements are on the
-confirmation split's target-group images, scaled inside a restoring mask override
-(:meth:`sdprobe.prune.ProgressiveMask.override` with ``keep=alpha``).
+target smoothly (or not) as alpha falls; equal-size random controls (the confirmation's first ones, whose removal
+images are already made) show what scaling that many weights does anyway. This is what a user needs to choose an
+edit, not only to find one. The measurements are on the confirmation split's target-group images, scaled inside a
+restoring mask override (:meth:`sdprobe.prune.ProgressiveMask.override` with ``keep=alpha``).
 
 Example:
     >>> table = dose_response(evaluator, candidates, ids, confirm_split, probe, cfg)
@@ -16,9 +16,9 @@ from __future__ import annotations
 import numpy as np
 import pandas as pd
 
+from sdprobe.bias.confirm import confirmation_controls
 from sdprobe.bias.evaluate import DebiasEvaluator, DebiasSplit
 from sdprobe.bias.objective import codes, objective, shares_of
-from sdprobe.evidence import draw_controls
 
 SET = "set"
 
@@ -33,8 +33,8 @@ def dose_response(ev: DebiasEvaluator, candidates, ids: np.ndarray, split: Debia
     """
     sets = [(SET, np.asarray(ids))]
     if cfg.dose_controls:
-        sets += [(f"control {j}", c) for j, c in enumerate(draw_controls(candidates, ids, cfg.dose_controls,
-                                                                          seed=cfg.confirm.seed * 1000 + 11))]
+        controls = confirmation_controls(candidates, ids, cfg, cfg.dose_controls)  # removal images already made
+        sets += [(f"control {j}", c) for j, c in enumerate(controls)]
     rows = []
     for name, members in sets:
         for alpha in sorted(set(cfg.doses)):

@@ -73,6 +73,16 @@ class BiasSpec:
     methods: list[str] = field(default_factory=lambda: ["magnitude"])
     sparsities: list[float] = field(default_factory=lambda: [0.4, 0.8])
     critical: bool = True  # also search bias-critical weights
+    controls: int = 200  # the most random controls of the debiasing set's confirmation (sequential)
+    alpha: float = 0.01  # the claim "this set debiases" needs a Holm-adjusted p below this
+
+    def search_config(self, generation: GenerationConfig, seed: int):
+        """The :class:`~sdprobe.bias.BiasSearchConfig` of the debiasing search (checks controls against alpha)."""
+        from sdprobe.bias import BiasSearchConfig
+        from sdprobe.evidence import ConfirmConfig
+
+        return BiasSearchConfig(generation=generation, seed=seed, alpha=self.alpha,
+                                confirm=ConfirmConfig(n_controls=self.controls, n_matched=0, seed=seed))
 
 
 @dataclass
@@ -111,6 +121,11 @@ class StudyConfig:
             raise ValueError(f"isolation.sweep {self.isolation.sweep!r} is not one of the sweeps: {', '.join(names)}")
         for s in self.sweeps:  # validate every sweep now, before any model loads
             self.sweep_config(s)
+        if self.bias is not None and self.bias.critical:
+            try:
+                self.bias.search_config(self.generation, self.seed)
+            except ValueError as exc:
+                raise ValueError(f"[bias] {exc}") from None
 
     def sweep_config(self, spec: SweepSpec) -> SweepConfig:
         return SweepConfig(model=self.model, components=spec.components, method=spec.method, group=spec.group,

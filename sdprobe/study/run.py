@@ -129,9 +129,7 @@ class Study:
 
     def bias_weights(self) -> str:
         from sdprobe.attribution.heads import make_head
-        from sdprobe.bias import (
-            BiasSearchConfig, find_bias_critical, load_bias_probe, make_classifier, run_seeds, write_bias_critical,
-        )
+        from sdprobe.bias import find_bias_critical, load_bias_probe, make_classifier, run_seeds, write_bias_critical
         from sdprobe.io import read_json
         from sdprobe.runs import RunDir
 
@@ -142,7 +140,7 @@ class Study:
                                    metric=self.config.meaning_metric(), suite=self.config.suite())
         head = make_head(self.pipe, clip_model=clip, classes=None if clip is None else {probe.attribute: probe.classes})
         run = RunDir.open(self.out / "bias")
-        search = BiasSearchConfig(generation=self.config.generation, seed=self.config.seed)
+        search = spec.search_config(self.config.generation, self.config.seed)
         result = find_bias_critical(self.pipe, probe, classify, head, search,
                                     exclude_seeds=run_seeds(run.config()), progress=self.progress)
         folder = write_bias_critical(run, probe, result)
