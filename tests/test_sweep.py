@@ -24,7 +24,7 @@ from sdprobe.errors import RunError
 from sdprobe.generate import GenerationConfig, generate
 from sdprobe.io import image_grid
 from sdprobe.runs import RunDir, level_name
-from sdprobe.sweep import ComponentPlan, SweepConfig, run_sweep, sweep_prompts
+from sdprobe.sweep import ComponentPlan, DenseImages, SweepConfig, run_sweep, sweep_prompts
 from sdprobe.world import MEANINGS
 
 PROMPTS = ["a red circle", "a small blue square", "a large green triangle in the top left"]
@@ -152,7 +152,7 @@ def test_every_level_uses_the_same_noise_and_level_zero_is_the_unpruned_model(ti
     monkeypatch.setattr(sweep_run, "generate", spy_generate)
     config = tiny_config()
     run = run_sweep(tiny_organism, config, tmp_path / "run", progress=False)
-    assert len(images) == 1 + 3  # the reference, then one call per level
+    assert len(images) == 1 + 2  # the dense images (the reference and level 0), then one call per pruned level
     batches = len(noise) // len(images)
     assert batches == 2
     for i in range(batches, len(noise)):
@@ -160,8 +160,9 @@ def test_every_level_uses_the_same_noise_and_level_zero_is_the_unpruned_model(ti
     monkeypatch.undo()
     prompts, seeds = sweep_prompts(config)
     unpruned = generate(tiny_organism, prompts, seeds, FAST)
-    np.testing.assert_array_equal(images[1], unpruned)  # level 0 is bit-exactly the unpruned model
-    assert not np.array_equal(images[3], unpruned)
+    np.testing.assert_array_equal(images[0], unpruned)  # level 0 is bit-exactly the unpruned model
+    assert not np.array_equal(images[2], unpruned)
+    assert (run.results().query("level == 0")["distance"] == 0).all()
     strip = np.asarray(Image.open(run.sample_image(0.0)).convert("RGB"))
     grid = image_grid(unpruned[:2], columns=2)
     expected = grid.repeat(sweep_run.SAMPLE_SCALE, axis=0).repeat(sweep_run.SAMPLE_SCALE, axis=1)
@@ -198,11 +199,11 @@ def test_grid_ends_at_stop_when_the_step_does_not_land_on_it():
 
 # -- resume and exact restore ----------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("k", [3, 11], ids=["during-grid", "mid-refinement-round"])
+@pytest.mark.parametrize("k", [3, 10], ids=["during-grid", "mid-refinement-round"])
 def test_resume_after_kill_matches_an_uninterrupted_run(tiny_organism, tmp_path, monkeypatch, k):
-    # generate calls: 1 = reference, 2..9 = the 8 grid levels (the dense level 0 and 0.3..0.6), 10 and 11 = the first
-    # refinement round, which bisects both brackets (0.40, 0.45) and (0.50, 0.55); k = 11 kills the sweep between
-    # those two levels
+    # generate calls: 1 = the dense images (reference and level 0), 2..8 = the 7 pruned grid levels 0.3..0.6, 9 and
+    # 10 = the first refinement round, which bisects both brackets (0.40, 0.45) and (0.50, 0.55); k = 10 kills the
+    # sweep between those two levels
     with_breaks_metric(monkeypatch, tiny_organism)
     config = tiny_config(start=0.3, stop=0.6, step=0.05, refine=RESOLUTION, metrics=["breaks", "distance"])
     assert config.grid() == [0.0, 0.3, 0.35, 0.4, 0.45, 0.5, 0.55, 0.6]
@@ -217,7 +218,7 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tiny_organism, tmp_path,
     assert weights_hash(tiny_organism) == before  # restored on the way out of the interrupted sweep
     partial = RunDir(tmp_path / "resumed")
     assert partial.state() == "running" and not (partial.path / "results.parquet").exists()
-    assert len(partial.done_levels()) == k - 2  # call 1 is the reference; levels before the k-th call are kept
+    assert len(partial.done_levels()) == k - 1  # level 0 and the levels of calls 2..k-1 are kept
 
     monkeypatch.setattr(sweep_run, "generate", generate)
     resumed = run_sweep(tiny_organism, config, tmp_path / "resumed", progress=False)
@@ -229,6 +230,31 @@ def test_resume_after_kill_matches_an_uninterrupted_run(tiny_organism, tmp_path,
                                   resumed.layers().sort_values(["level", "qualified_name"], ignore_index=True))
     assert sorted(p.name for p in (whole.path / "samples").iterdir()) == \
         sorted(p.name for p in (resumed.path / "samples").iterdir())
+
+
+def test_sweeps_sharing_dense_images_make_them_once_and_give_the_same_results(tiny_organism, tmp_path, monkeypatch):
+    calls = []
+
+    def counting(pipe, prompts, seeds, config):
+        calls.append(len(prompts))
+        return generate(pipe, prompts, seeds, config)
+
+    monkeypatch.setattr(sweep_run, "generate", counting)
+    alone = run_sweep(tiny_organism, tiny_config(), tmp_path / "alone", progress=False)
+    assert calls == [3, 3, 3]  # dense (reference and level 0), 0.2, 0.4
+    calls.clear()
+    dense = DenseImages()
+    first = run_sweep(tiny_organism, tiny_config(), tmp_path / "first", progress=False, dense=dense)
+    second = run_sweep(tiny_organism, tiny_config(method="random", stop=0.2), tmp_path / "second", progress=False,
+                       dense=dense)
+    assert calls == [3, 3, 3, 3] and dense.generated == 3  # the second sweep made only its pruned level
+    pd.testing.assert_frame_equal(alone.results(), first.results())
+    pd.testing.assert_frame_equal(alone.results().query("level == 0"), second.results().query("level == 0"))
+    calls.clear()
+    offset = {"text_encoder": ComponentPlan(["text_encoder"], offset=0.1)}  # level 0 is pruned here: generated
+    run_sweep(tiny_organism, tiny_config(components=offset, stop=0.2), tmp_path / "offset", progress=False,
+              dense=dense)
+    assert calls == [3, 3]
 
 
 def test_weights_are_restored_when_a_level_fails(tiny_organism, tmp_path, monkeypatch):

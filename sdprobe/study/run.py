@@ -50,6 +50,7 @@ class Study:
         self.progress = progress and self.procs.is_main
         self.state = read_json(self.out / STUDY_FILE)
         self._pipe = None
+        self._dense = None  # the dense images the sweeps share (same prompts, seeds and sampler)
 
     @property
     def pipe(self):
@@ -93,11 +94,12 @@ class Study:
 
     # -- stages ----------------------------------------------------------------------------------------------------
     def sweep(self, spec) -> str:
-        from sdprobe.sweep import run_sweep
+        from sdprobe.sweep import DenseImages, run_sweep
         from sdprobe.thresholds import run_thresholds
 
+        self._dense = self._dense or DenseImages()
         run = run_sweep(self.pipe, self.config.sweep_config(spec), self.out / spec.name, progress=self.progress,
-                        processes=self.procs)
+                        processes=self.procs, dense=self._dense)
         table = self.procs.on_main(lambda: run_thresholds(run.path))
         sudden = list(dict.fromkeys(table.loc[table["kind"] == "sudden", "metric"]))
         return f"sudden collapses: {', '.join(sudden) or 'none'}"

@@ -110,7 +110,34 @@ def _generate_all(pipe, config: SweepConfig, prompts, seeds, processes: Processe
 REFERENCE_SEED_OFFSET = 1_000_003  # set metrics' reference: the dense model's images of these other seeds
 
 
-def _references(pipe, config, prompts, seeds, procs, metrics) -> tuple[np.ndarray | None, np.ndarray | None]:
+class DenseImages:
+    """The dense model's images, generated once per (prompts, seeds, sampler) and shared.
+
+    A sweep needs them twice (the reference of per-image metrics, and its dense level), and the sweeps of a study
+    use the same prompts and seeds, so a study hands one ``DenseImages`` to all its sweeps. It holds images of one
+    pipeline in its unpruned state: ask only while no weight is pruned (before the masks prune anything, or at a
+    level where every component is at sparsity 0). Under several processes every process asks in the same order,
+    so all agree on what is cached; the images live on the main process (``None`` elsewhere).
+    """
+
+    def __init__(self) -> None:
+        self._images: dict[tuple, np.ndarray | None] = {}
+        self.generated = 0  # images made (the rest were reused)
+
+    def get(self, pipe, config: SweepConfig, prompts: list[str], seeds: list[int], procs: Processes) -> np.ndarray | None:
+        key = (tuple(prompts), tuple(int(s) for s in seeds), tuple(sorted(config.generation.to_dict().items())))
+        if key not in self._images:
+            self._images[key] = _generate_all(pipe, config, prompts, seeds, procs)
+            self.generated += len(prompts)
+        return self._images[key]
+
+
+def _is_dense(config: SweepConfig, level: float) -> bool:
+    return all(plan.sparsity(level) == 0 for plan in config.components.values())
+
+
+def _references(pipe, config, prompts, seeds, procs, metrics,
+                dense: DenseImages) -> tuple[np.ndarray | None, np.ndarray | None]:
     """The unpruned images the metrics compare with, generated once: ``(paired, independent)``.
 
     Per-image metrics (``distance``) compare each image with the dense image of the same prompt and seed. Set
@@ -122,8 +149,8 @@ def _references(pipe, config, prompts, seeds, procs, metrics) -> tuple[np.ndarra
     paired = any(not set_quantities(m) for m in wanted)
     independent = any(set_quantities(m) for m in wanted)
     other = [(s + REFERENCE_SEED_OFFSET) % (MAX_SEED + 1) for s in seeds]
-    return (_generate_all(pipe, config, prompts, seeds, procs) if paired else None,
-            _generate_all(pipe, config, prompts, other, procs) if independent else None)
+    return (dense.get(pipe, config, prompts, seeds, procs) if paired else None,
+            dense.get(pipe, config, prompts, other, procs) if independent else None)
 
 
 def _score_level(pipe, config, masks, level, prompts, seeds, images, reference, metrics):
@@ -188,7 +215,7 @@ def _refinement_round(run: RunDir, config: SweepConfig, known: set[float]) -> tu
 
 
 def run_sweep(pipe, config: SweepConfig, out, progress: bool = True, processes: Processes | None = None,
-              store: str = "auto") -> RunDir:
+              store: str = "auto", dense: DenseImages | None = None) -> RunDir:
     """Run (or resume) a progressive sweep and write its run directory.
 
     Args:
@@ -201,6 +228,8 @@ def run_sweep(pipe, config: SweepConfig, out, progress: bool = True, processes: 
         store (str): where the masks keep originals: ``"auto"``, ``"memory"``, ``"cpu"`` or ``"disk"`` (see
             :func:`sdprobe.prune.storage.resolve_store`). It changes memory and speed, never results, so it is not
             part of the config. Default: ``"auto"``.
+        dense (DenseImages | None): the unpruned images already made with this pipeline (a study shares one
+            between its sweeps); the sweep's reference and its dense level come from it. Default: a fresh one.
 
     Returns:
         RunDir: the finished run.
@@ -223,7 +252,8 @@ def run_sweep(pipe, config: SweepConfig, out, progress: bool = True, processes: 
     samples = {"prompts": prompts[:n_samples], "seeds": seeds[:n_samples]}
     run = procs.on_main(functools.partial(_open_run, out, config, higher, samples))
     procs.on_main(functools.partial(provenance.record, run.path, pipe, config.model))
-    reference = _references(pipe, config, prompts, seeds, procs, metrics)
+    dense = DenseImages() if dense is None else dense
+    reference = _references(pipe, config, prompts, seeds, procs, metrics, dense)
 
     with progressive_masks(pipe, config, calibration_prompts(config, prompts), store) as masks:
         todo = procs.on_main(lambda: [lv for lv in config.grid() if not run.has_level(lv)])
@@ -236,7 +266,8 @@ def run_sweep(pipe, config: SweepConfig, out, progress: bool = True, processes: 
             for level in todo:
                 bar.set_postfix(level=f"{level:.4f}")
                 _set_level(masks, config, level)
-                images = _generate_all(pipe, config, prompts, seeds, procs)
+                images = (dense.get(pipe, config, prompts, seeds, procs) if _is_dense(config, level)
+                          else _generate_all(pipe, config, prompts, seeds, procs))
                 procs.on_main(functools.partial(_write_level, run, pipe, config, masks, level, prompts, seeds, images,
                                                 reference, metrics, n_samples))
                 bar.update(1)
@@ -263,4 +294,4 @@ def load_config(run: RunDir) -> SweepConfig:
     return SweepConfig.from_dict(cfg)
 
 
-__all__ = ["run_sweep", "sweep_prompts", "progressive_masks", "load_config"]
+__all__ = ["DenseImages", "run_sweep", "sweep_prompts", "progressive_masks", "load_config"]
