@@ -10,7 +10,8 @@ bootstraps, I/O, plots) is overhead.
 
 It prints, per stage, the wall time, the time in forward passes and their share, against the target of at least
 90% of each stage's time in forward passes on the CPU. The report stage makes no forward pass by design and is
-listed apart, as is the time outside every stage (loading the pipeline, opening the study). Nothing in sdprobe is
+listed apart, as is the time outside every stage (opening the study). The pipeline is loaded once, inside the first
+stage that needs it. Nothing in sdprobe is
 changed: the methods are wrapped for the length of the run.
 
 Scales:
@@ -154,7 +155,7 @@ def main(argv: list[str] | None = None) -> int:
     below = [name for name, wall, fwd in model if wall > 0 and fwd / wall < TARGET_SHARE]
     lines = [f"{'stages with model work':26s} {total_wall:8.1f} {total_fwd:10.1f} {total_fwd / max(total_wall, 1e-9):6.1%}",
              f"{'no model work (report)':26s} {apart:8.1f}",
-             f"{'outside stages (loading)':26s} {study_wall - total_wall - apart:8.1f}",
+             f"{'outside stages':26s} {study_wall - total_wall - apart:8.1f}",
              f"{'whole study':26s} {study_wall:8.1f} {sum(r[2] for r in rows):10.1f} "
              f"{sum(r[2] for r in rows) / study_wall:6.1%}",
              f"stages below the target: {', '.join(below) if below else 'none'}"]
