@@ -16,6 +16,7 @@ from sdprobe.evidence import (
     SetFileError,
     Split,
     WeightSet,
+    beats_all,
     bootstrap_mean_ci,
     check_fits,
     confirmation_split,
@@ -26,6 +27,7 @@ from sdprobe.evidence import (
     min_controls,
     minimal_detectable_effect,
     power,
+    reaches,
     read_set_file,
     required_n,
     write_set_file,
@@ -49,6 +51,18 @@ def test_empirical_p_value_by_hand():
     assert empirical_p_value(0.8, [0.8, 0.1, 0.0]) == pytest.approx(2 / 4)  # ties count against the set
     assert empirical_p_value(1.0, [0.0] * 200) == pytest.approx(1 / 201)
     assert math.isnan(empirical_p_value(0.5, []))
+
+
+def test_round_off_ties_count_against_the_set():
+    set_effect = 0.6770833333333333 - 0.6041666666666666  # 7/96 as a difference of two distances
+    control = 0.0729166666666665  # the same 7/96, summed another way: 1e-16 below
+    assert control < set_effect and reaches(control, set_effect)
+    assert empirical_p_value(set_effect, [control, 0.0]) == pytest.approx(2 / 3)
+    assert not beats_all(set_effect, [control, 0.0]) and beats_all(set_effect, [0.07, 0.0])
+    t = SequentialTest(set_effect, n=10, h=1)
+    t.add(control)
+    assert t.done and t.p_value == 1.0
+    assert not reaches(set_effect - 1e-6, set_effect)  # a real difference, however small, is not a tie
 
 
 def test_sequential_test_stops_early_only_when_the_set_looks_null():
@@ -87,17 +101,21 @@ def test_a_level_stops_a_test_that_cannot_pass_with_the_decision_of_the_full_tes
             shift = float(rng.choice([0.0, 2.0, 3.0]))  # null, borderline and strong sets
             effect = float(rng.normal(0, 1) + shift)
             controls = rng.normal(0, 1, n)
-            full, curtailed = SequentialTest(effect, n=n, h=10), SequentialTest(effect, n=n, h=10, level=level)
-            for t in (full, curtailed):
+            full = SequentialTest(effect, n=n, h=10)
+            curtailed = SequentialTest(effect, n=n, h=10, level=level)  # claims judged p <= level (isolation)
+            strict = SequentialTest(effect, n=n, h=10, level=level, strict=True)  # p < level (debiasing)
+            for t in (full, curtailed, strict):
                 for c in controls:
                     if t.done:
                         break
                     t.add(float(c))
             assert (full.p_value <= level) == (curtailed.p_value <= level), (level, n, r)
-            assert (full.p_value < level) == (curtailed.p_value < level), (level, n, r)
-            assert len(curtailed.effects) <= len(full.effects)
+            assert (full.p_value < level) == (strict.p_value < level), (level, n, r)
+            assert len(strict.effects) <= len(curtailed.effects) <= len(full.effects)
             if curtailed.p_value <= level:  # a passing test draws exactly what the full one draws
                 assert curtailed.p_value == full.p_value
+            if strict.p_value < level:
+                assert strict.p_value == full.p_value
             counts = drawn.setdefault((level, n, shift), [0, 0])
             counts[0], counts[1] = counts[0] + len(full.effects), counts[1] + len(curtailed.effects)
     null_full, null_curtailed = drawn[(0.01, 200, 0.0)]
@@ -105,6 +123,8 @@ def test_a_level_stops_a_test_that_cannot_pass_with_the_decision_of_the_full_tes
     edge_full, edge_curtailed = drawn[(0.01, 200, 2.0)]
     assert edge_curtailed < edge_full
     assert drawn[(0.05, 200, 0.0)][0] == drawn[(0.05, 200, 0.0)][1]  # 11 / 200 is out of reach only after h = 10
+    assert SequentialTest(0.5, n=200, level=0.01, strict=True).stop_at == 2  # p >= 2 / 200 cannot be below 0.01
+    assert SequentialTest(0.5, n=100, level=0.01, strict=True).stop_at == 1  # 2 / 101 already fails: stop at 1 / L
     t = SequentialTest(0.5, n=200, h=10, level=0.01)
     assert t.stop_at == 3  # 3 / 200 > 0.01 >= 2 / 200
     for e in (0.9, 0.0, 0.9, 0.9):

@@ -127,7 +127,7 @@ def confirm_debias(ev: DebiasEvaluator, candidates, ids: np.ndarray, split: Debi
         rows += _distribution(g, b, probe, DENSE, conf.n_boot, conf.seed, "other")
         rows += _distribution(g, a, probe, REMOVED, conf.n_boot, conf.seed, "other")
 
-    test = SequentialTest(effect, n=conf.n_controls, h=conf.sequential_h, level=cfg.alpha)
+    test = SequentialTest(effect, n=conf.n_controls, h=conf.sequential_h, level=cfg.alpha, strict=True)
     controls = []
     subsets = confirmation_controls(candidates, ids, cfg, conf.n_controls)
     with tqdm(total=len(subsets), desc="bias controls", unit="control", disable=not progress, leave=False) as bar:

@@ -23,6 +23,7 @@ from sdprobe.evidence.stats import (
     min_controls,
     minimal_detectable_effect,
     power,
+    reaches,
     required_n,
 )
 
@@ -30,5 +31,5 @@ __all__ = [
     "DIRECTIONS", "ConfirmConfig", "DirectionResult", "confirm_set", "FAMILIES", "draw_controls", "magnitude_strata",
     "SetFileError", "WeightSet", "check_fits", "read_set_file", "write_set_file", "Split", "confirmation_split",
     "SequentialTest", "beats_all", "bootstrap_mean_ci", "empirical_p_value", "holm", "min_controls", "minimal_detectable_effect",
-    "power", "required_n",
+    "power", "reaches", "required_n",
 ]

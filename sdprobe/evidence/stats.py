@@ -20,11 +20,16 @@ import numpy as np
 from scipy.stats import norm
 
 DEFAULT_BOOT = 2000  # bootstrap replicates of a confirmation effect's interval
+# Effects are sums and differences of image shares (multiples of 1/n), computed in floating point: a control whose
+# effect equals the set's can come out 1e-16 below it. Differences smaller than this are ties, and ties count
+# against the set.
+TIE_TOLERANCE = 1e-9
 MAX_DESIGN_N = 100_000  # largest split size the power search considers
 
 
 def empirical_p_value(effect: float, control_effects: Sequence[float]) -> float:
-    """``(1 + #{c >= effect}) / (1 + n)`` over the finite control effects (NaN when there are none).
+    """``(1 + #{c >= effect}) / (1 + n)`` over the finite control effects (NaN when there are none); round-off
+    ties count as ``>=`` (:data:`TIE_TOLERANCE`).
 
     The permutation-test estimate with the +1 correction (Phipson & Smyth 2010,
     https://doi.org/10.2202/1544-6115.1585): never zero, and never below ``1 / (n + 1)``.
@@ -39,13 +44,19 @@ def empirical_p_value(effect: float, control_effects: Sequence[float]) -> float:
     c = np.asarray([e for e in control_effects if not math.isnan(e)], dtype=float)
     if len(c) == 0 or math.isnan(effect):
         return float("nan")
-    return float((1 + np.sum(c >= effect)) / (1 + len(c)))
+    return float((1 + np.sum(reaches(c, effect))) / (1 + len(c)))
 
 
 def beats_all(effect: float, control_effects: Sequence[float]) -> bool:
     """True when ``effect`` is strictly larger than every finite control effect."""
     c = [e for e in control_effects if not math.isnan(e)]
-    return bool(c) and not math.isnan(effect) and effect > max(c)
+    return bool(c) and not math.isnan(effect) and not reaches(max(c), effect)
+
+
+def reaches(control_effect, effect: float):
+    """Whether a control's effect reaches the set's: ``>=``, with round-off ties (:data:`TIE_TOLERANCE`) counted
+    as reaching. Works elementwise on arrays."""
+    return np.asarray(control_effect, dtype=float) >= effect - TIE_TOLERANCE
 
 
 @dataclass
@@ -58,17 +69,19 @@ class SequentialTest:
     a set that behaves like its controls costs about ``h / p`` draws instead of ``n``, and a set that beats
     them all costs the full ``n``, which is what ``p <= 1 / (n + 1)`` requires.
 
-    With ``level`` (the largest p the claim can pass with, e.g. the family-wise alpha: Holm never lets a raw p
-    above it through), the test also stops as soon as it can no longer reach ``p <= level``: at the first
-    ``h' = min(h, floor(level * n) + 1)`` exceedances, so that the reported ``h' / L >= h' / n > level``, and the
-    full test would have reported ``(1 + G) / (1 + n) > level`` too. The claim's decision, and every other test's
-    Holm decision, is the one drawing all ``n`` would give; a set that fails costs fewer controls.
+    With ``level`` (the level the claim is judged at, e.g. the family-wise alpha: Holm never lets a raw p above it
+    through), the test also stops as soon as it can no longer pass: at the first ``h'`` exceedances, ``h'`` the
+    smallest count with ``h' / n`` failing the claim (``> level``, or ``>= level`` when ``strict``), so that the
+    reported ``h' / L >= h' / n`` fails, and the full test would have reported ``(1 + G) / (1 + n) >= h' / n``,
+    failing too. The claim's decision, and every other test's Holm decision, is the one drawing all ``n`` would
+    give; a set that fails costs fewer controls.
 
     Args:
         effect (float): the tested set's effect.
         n (int): the most controls to draw.
         h (int): exceedances that end the test early. Default: 10.
-        level (float | None): stop once ``p <= level`` is out of reach (see above). Default: None (only ``h``).
+        level (float | None): stop once the claim is out of reach (see above). Default: None (only ``h``).
+        strict (bool): the claim needs ``p < level`` (True) or ``p <= level`` (False). Default: False.
 
     Example:
         >>> t = SequentialTest(0.1, n=200, h=2)
@@ -80,6 +93,7 @@ class SequentialTest:
     n: int
     h: int = 10
     level: float | None = None
+    strict: bool = False
 
     def __post_init__(self) -> None:
         if self.n < 1 or self.h < 1:
@@ -90,19 +104,20 @@ class SequentialTest:
 
     @property
     def stop_at(self) -> int:
-        """Exceedances that end the test: ``h``, or fewer once they put ``p <= level`` out of reach."""
+        """Exceedances that end the test: ``h``, or fewer once they put the claim out of reach."""
         if self.level is None:
             return self.h
-        k = math.floor(self.level * self.n) + 1
-        while k / self.n <= self.level:  # guard the float product: k / n must exceed the level
+        k = 1
+        while k < self.h and not self._fails(k / self.n):
             k += 1
-        while k > 1 and (k - 1) / self.n > self.level:
-            k -= 1
-        return min(self.h, k)
+        return k
+
+    def _fails(self, p: float) -> bool:
+        return p >= self.level if self.strict else p > self.level
 
     @property
     def exceedances(self) -> int:
-        return sum(e >= self.effect for e in self.effects)
+        return sum(reaches(e, self.effect) for e in self.effects)
 
     @property
     def done(self) -> bool:
