@@ -17,7 +17,7 @@ changed: the methods are wrapped for the length of the run.
 Scales:
     --quick    ``StudyConfig().quick()``: CI scale, 4 denoising steps, a few minutes on 2 cores. Generation is so
                short there that per-image work weighs 5x more than in a real study.
-    --scaled   every per-image and per-level setting of the default recipe (20 steps, 32 prompts per level,
+    --scaled   every per-image and per-level setting of the default recipe (10 steps, 32 prompts per level,
                refinement to 0.005, 16 search / 96 confirmation prompts, 48 bias images per group, 96 images per
                debiasing control), but two sweeps (te-magnitude, unet-wanda), an isolation search budget of 60
                tests, 19 debiasing controls at alpha 0.05 and 8 attribution prompts: about 30 minutes.

@@ -50,7 +50,7 @@ QUICKSTART = [
         """),
     ("code", """
         # Scale knobs: small, so the notebook runs in the time its header states. Raise them for real studies
-        # (analyses/organism.toml uses 32 prompts, 20 steps, a 0.05 grid up to 0.95 and refinement to 0.005).
+        # (analyses/organism.toml uses 32 prompts, 10 steps, a 0.05 grid up to 0.95 and refinement to 0.005).
         MODEL = "builtin:tiny-shapes"  # the built-in organism; a local diffusers folder works too
         DEVICE = "cpu"
         SEED = 0  # draws the prompts and their seeds
@@ -215,7 +215,7 @@ CRITICAL = [
         """),
     ("code", """
         # Scale knobs: small, so the notebook runs in the time its header states. analyses/organism.toml uses
-        # 32 prompts per sweep level, 20 steps, 16 search prompts, 96 confirmation prompts, 200 + 50 controls.
+        # 32 prompts per sweep level, 10 steps, 16 search prompts, 96 confirmation prompts, 200 + 50 controls.
         MODEL = "builtin:tiny-shapes-planted"  # the organism with 2 planted color weights (the known answer)
         DEVICE = "cpu"
         SEED = 0
@@ -465,7 +465,7 @@ BIAS = [
         """),
     ("code", """
         # Scale knobs: small, so the notebook runs in the time its header states. Raise them for real studies
-        # (analyses/organism.toml: 48 images per group, 20 steps, text encoder and UNet by magnitude at 0.4 and 0.8).
+        # (analyses/organism.toml: 48 images per group, 10 steps, text encoder and UNet by magnitude at 0.4 and 0.8).
         MODEL = "builtin:tiny-shapes"
         DEVICE = "cpu"
         SEED = 0  # image i of a group uses seed SEED + i; also seeds the bootstrap
