@@ -258,3 +258,30 @@ def test_a_set_is_judged_by_its_own_metric_or_by_another(tmp_path, tiny_organism
     (run.path / "config.json").write_text(json.dumps({**config, "metrics": ["clip-attributes", "distance"],
                                                       "metric_options": sweep["metric_options"]}))
     assert isinstance(default_metric(RunDir.open(run.path)), ClipAttributesMetric)
+
+
+def test_sudden_window_reads_the_largest_sudden_event(tmp_path, capsys):
+    """A meaning whose largest event is a gradual decline can still hold a sudden step: window "sudden" searches
+    that step, and "all" with it takes every meaning that has one."""
+    run = make_run(tmp_path / "run", thresholds=False)
+    table = pd.DataFrame({
+        "metric": ["color", "color", "color", "shape", "position"], "event": [1, 2, 3, 1, 1],
+        "largest": [True, False, False, True, True], "kind": ["gradual", "sudden", "sudden", "gradual", "sudden"],
+        "collapsed": True, "threshold": [0.2, 0.33, 0.45, 0.4, 0.3], "ci_low": np.nan, "ci_high": np.nan,
+        "drop": [0.6, 0.3, 0.1, 0.5, 0.4], "s_lo": [0.1, S_LO, 0.44, 0.35, 0.25], "s_hi": [0.3, S_HI, 0.46, 0.4, 0.3],
+        "s_hold": [0.05, S_LO, 0.42, 0.3, 0.25], "s_fail": [0.3, S_HI, 0.48, 0.45, 0.32]})
+    table.to_csv(run.path / THRESHOLDS, index=False)
+    assert (resolve_window(run, "color")["start"], resolve_window(run, "color")["stop"]) == (0.05, 0.3)
+    w = resolve_window(run, "color", "sudden")  # the larger of the two sudden steps, not the gradual decline
+    assert (w["kind"], w["start"], w["stop"], w["collapse"], w["threshold"]) == ("sudden", S_LO, S_HI, "sudden", 0.33)
+    assert resolve_window(run, "position", "sudden")["stop"] == 0.32  # largest event already sudden: same window
+    assert sudden_meanings(run) == ["position"]
+    assert sudden_meanings(run, any_event=True) == ["color", "position"]
+    with pytest.raises(RunError, match="shape has no sudden collapse .*largest event: gradual.*with one: color, "
+                                       "position; or use --window transition"):
+        resolve_window(run, "shape", "sudden")
+    assert IsolationConfig(window="sudden").window == "sudden"
+    with pytest.raises(ValueError, match="unknown window 'steep'; valid: transition, bracket, sudden"):
+        IsolationConfig(window="steep")
+    assert main(["isolate", str(run.path), "--meaning", "shape", "--window", "sudden"]) == 2
+    assert "shape has no sudden collapse" in capsys.readouterr().err

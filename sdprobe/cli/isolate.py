@@ -24,12 +24,12 @@ def _levels(text: str) -> tuple[str, ...]:
 
 
 def _window(text: str):
-    if text in ("transition", "bracket"):
+    if text in ("transition", "bracket", "sudden"):
         return text
     try:
         a, b = (float(x) for x in text.split(","))
     except ValueError:
-        raise argparse.ArgumentTypeError(f"window {text!r}: use transition, bracket, or two sweep levels START,STOP")
+        raise argparse.ArgumentTypeError(f"window {text!r}: use transition, bracket, sudden, or two sweep levels START,STOP")
     if not (math.isfinite(a) and math.isfinite(b) and 0 <= a < b < 1):
         raise argparse.ArgumentTypeError(f"window {text!r}: need 0 <= START < STOP < 1")
     return (a, b)
@@ -50,13 +50,15 @@ def add_parser(sub) -> None:
     p.add_argument("run_dir", type=Path, metavar="RUN_DIR", nargs="?", help="a sweep run directory with thresholds.csv")
     p.add_argument("--meaning", default=None, help="a meaning of the metric (the oracle's color, shape, position, "
                                                    "size, or a prompt suite's attributes), or 'all' = every meaning "
-                                                   "that collapses suddenly")
+                                                   "whose largest collapse is sudden (with --window sudden: every "
+                                                   "meaning with a sudden collapse)")
     p.add_argument("--replicate", type=Path, default=None, metavar="FILE",
                    help="re-test a saved set file on new prompts and seeds (no RUN_DIR needed)")
     p.add_argument("--model", default=None, help="with --replicate: the model to test (default: the set file's)")
     p.add_argument("--window", type=_window, default="transition",
                    help="candidates: 'transition' (s_hold..s_fail of the detected collapse), 'bracket' (s_lo..s_hi, "
-                        "the two levels around the threshold) or START,STOP sweep levels (default: transition)")
+                        "the two levels around the threshold), 'sudden' (s_hold..s_fail of the meaning's largest sudden "
+                        "collapse, where its largest event is gradual) or START,STOP sweep levels (default: transition)")
     p.add_argument("--search", type=positive_int, default=None, metavar="N",
                    help="search-split prompts: the run's first N (default: all of the run's prompts)")
     p.add_argument("--confirm", type=positive_int, default=96, metavar="N",

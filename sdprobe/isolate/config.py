@@ -21,7 +21,8 @@ from sdprobe.evidence.confirm import ConfirmConfig
 from sdprobe.isolate.candidates import LEVELS
 from sdprobe.isolate.search import DEFAULT_LEVELS
 
-WINDOWS = ("transition", "bracket")  # s_hold..s_fail of the detected collapse, or the narrow s_lo..s_hi bracket
+WINDOWS = ("transition", "bracket", "sudden")  # s_hold..s_fail of the largest collapse, its narrow s_lo..s_hi
+# bracket, or s_hold..s_fail of the largest sudden collapse (which may be a smaller step than a gradual decline)
 PRIORS = ("score", "magnitude")  # search priors: the run's pruning score, or |W|
 
 
@@ -32,7 +33,9 @@ class IsolationConfig:
     Attributes:
         window (str | tuple[float, float]): ``"transition"`` (the weights pruned between ``s_hold`` and ``s_fail``
             of the detected collapse), ``"bracket"`` (between ``s_lo`` and ``s_hi``, the two levels around the
-            threshold), or explicit ``(start, stop)`` sweep levels. Default: ``"transition"``.
+            threshold), ``"sudden"`` (``s_hold``..``s_fail`` of the meaning's largest sudden collapse, when its
+            largest event is a gradual decline), or explicit ``(start, stop)`` sweep levels. Default:
+            ``"transition"``.
         n_search (int | None): search-split prompts, the run's first ones (the prompts its thresholds were found
             on). Default: None (all of the run's prompts).
         n_confirm (int): confirmation-split prompts, fresh prompts and seeds. Default: 96 (see the module doc).

@@ -262,7 +262,7 @@ def isolate_all(run_dir: Path, meanings: Sequence[str] | None = None, pipe=None,
     run = RunDir.open(Path(run_dir), kind="sweep")
     metric = metric or default_metric(run, device)
     known = metric_meanings(metric)
-    wanted = list(meanings) if meanings else sudden_meanings(run, known)
+    wanted = list(meanings) if meanings else sudden_meanings(run, known, any_event=config.window == "sudden")
     for m in wanted:
         if m not in known:
             raise ValueError(f"unknown meaning {m!r}; valid: {', '.join(known)}, all")

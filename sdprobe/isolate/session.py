@@ -56,18 +56,24 @@ def metric_meanings(metric) -> list[str]:
     return meanings
 
 
-def _thresholds(run: RunDir) -> pd.DataFrame:
-    """Each meaning's headline collapse (its largest event) from ``thresholds.csv``."""
+def _all_events(run: RunDir) -> pd.DataFrame:
+    """Every collapse event of ``thresholds.csv`` (a meaning may have several)."""
     table = run.thresholds()
     if table is None:
         raise RunError(f"{run.path} has no thresholds.csv yet; run `sdprobe thresholds {run.path}` first")
-    return largest(table)
+    return table
 
 
-def sudden_meanings(run: RunDir, meanings: Sequence[str] | None = None) -> list[str]:
-    """The meanings that collapse suddenly in the run (``thresholds.csv`` kind ``sudden``)."""
+def _thresholds(run: RunDir) -> pd.DataFrame:
+    """Each meaning's headline collapse (its largest event) from ``thresholds.csv``."""
+    return largest(_all_events(run))
+
+
+def sudden_meanings(run: RunDir, meanings: Sequence[str] | None = None, any_event: bool = False) -> list[str]:
+    """The meanings that collapse suddenly in the run: whose largest event in ``thresholds.csv`` is ``sudden``, or
+    with ``any_event`` whose events include a sudden one."""
     meanings = list(meanings or metric_meanings(default_metric(run)))
-    table = _thresholds(run)
+    table = _all_events(run) if any_event else _thresholds(run)
     rows = table[table["metric"].isin(meanings) & (table["kind"] == "sudden")]
     return [m for m in meanings if m in set(rows["metric"])]
 
@@ -78,24 +84,35 @@ def resolve_window(run: RunDir, meaning: str, window: str | tuple[float, float] 
     Args:
         run (RunDir): a sweep run with thresholds.
         meaning (str): a metric column of ``thresholds.csv``.
-        window (str | tuple[float, float]): ``"transition"`` (``s_hold``..``s_fail`` of the detected collapse),
-            ``"bracket"`` (``s_lo``..``s_hi``) or two levels. Default: ``"transition"``.
+        window (str | tuple[float, float]): ``"transition"`` (``s_hold``..``s_fail`` of the detected collapse,
+            the meaning's largest event), ``"bracket"`` (its ``s_lo``..``s_hi``), ``"sudden"`` (``s_hold``..``s_fail``
+            of the meaning's largest sudden event) or two levels. Default: ``"transition"``.
 
     Returns:
         dict: ``kind``, ``start``, ``stop`` (and the threshold row's ``collapse`` kind and ``threshold``).
 
     Raises:
-        RunError: no thresholds, no row for the meaning, or (for the first two kinds) no collapse of it.
+        RunError: no thresholds, no row for the meaning, or (for the named kinds) no collapse of that kind.
     """
     table = _thresholds(run)
     row = table[table["metric"] == meaning]
     if row.empty:
         raise RunError(f"{run.path}/thresholds.csv has no row for {meaning!r}; rerun `sdprobe thresholds {run.path}`")
     r = row.iloc[0]
-    info = {"collapse": str(r["kind"]), "threshold": float(r["threshold"])}
     if not isinstance(window, str):
-        return {"kind": "given", "start": float(window[0]), "stop": float(window[1]), **info}
-    keys = {"transition": ("s_hold", "s_fail"), "bracket": ("s_lo", "s_hi")}[window]
+        return {"kind": "given", "start": float(window[0]), "stop": float(window[1]),
+                "collapse": str(r["kind"]), "threshold": float(r["threshold"])}
+    if window == "sudden":
+        events = _all_events(run)
+        events = events[(events["metric"] == meaning) & (events["kind"] == "sudden")]
+        if events.empty:
+            have = sudden_meanings(run, list(table["metric"]), any_event=True)
+            raise RunError(f"{meaning} has no sudden collapse in {run.path} (its largest event: {r['kind']}); no "
+                           f"sudden window to search. Meanings with one: {', '.join(have) or 'none'}; or use "
+                           "--window transition for the largest event")
+        r = events.loc[events["drop"].astype(float).idxmax()]
+    info = {"collapse": str(r["kind"]), "threshold": float(r["threshold"])}
+    keys = {"transition": ("s_hold", "s_fail"), "bracket": ("s_lo", "s_hi"), "sudden": ("s_hold", "s_fail")}[window]
     start, stop = (float(r[k]) if k in r else float("nan") for k in keys)
     if r["kind"] not in COLLAPSES or math.isnan(start) or math.isnan(stop):
         have = [m for m in table.loc[table["kind"].isin(COLLAPSES), "metric"]]

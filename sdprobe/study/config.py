@@ -45,8 +45,8 @@ class IsolationSpec:
     sweep: str = "te-magnitude"  # the sweep whose collapses are isolated
     meanings: list[str] | None = field(default_factory=lambda: ["color"])  # None: every sudden meaning. One set that
     # replicates costs 2 x (200 + 50) confirmation evaluations, so the default study isolates one meaning
-    window: str | list[float] = "transition"  # candidates: s_hold..s_fail of the collapse ("transition"), s_lo..s_hi
-    # ("bracket"), or two sweep levels [start, stop]
+    window: str | list[float] = "transition"  # candidates: s_hold..s_fail of the largest collapse ("transition"),
+    # its s_lo..s_hi ("bracket"), s_hold..s_fail of the largest sudden collapse ("sudden"), or two levels [start, stop]
     search_prompts: int | None = 16  # search-split prompts (the sweep's first ones); None: all
     confirm_prompts: int = 96  # confirmation-split prompts, fresh prompts and seeds (>= 80% power, see the README)
     controls: int = 200  # the most random control sets per direction (sequential: fewer when the set is clearly null)
