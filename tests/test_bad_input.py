@@ -256,7 +256,7 @@ CASES = [
     (["isolate", "{broken_run}", "--meaning", "color"], "is not valid JSON"),
     ([*ISO, "--window", "0.5,0.4"], "need 0 <= START < STOP < 1"),
     ([*ISO, "--window", "nan,0.5"], "need 0 <= START < STOP < 1"),
-    ([*ISO, "--window", "middle"], "use transition, bracket, or two sweep levels"),
+    ([*ISO, "--window", "middle"], "use transition, bracket, sudden, or two sweep levels"),
     ([*ISO, "--alpha", "0"], "--alpha: must be a number in (0, 1), got 0.0"),
     ([*ISO, "--power", "1"], "--power: must be a number in (0, 1), got 1.0"),
     ([*ISO, "--effect", "2"], "--effect: must be a number in (0, 1), got 2.0"),
