@@ -24,7 +24,9 @@ def _levels(text: str) -> tuple[str, ...]:
 
 
 def _window(text: str):
-    if text in ("transition", "bracket", "sudden"):
+    from sdprobe.cli.choices import WINDOWS
+
+    if text in WINDOWS:
         return text
     try:
         a, b = (float(x) for x in text.split(","))

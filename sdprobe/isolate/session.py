@@ -94,7 +94,8 @@ def resolve_window(run: RunDir, meaning: str, window: str | tuple[float, float] 
     Raises:
         RunError: no thresholds, no row for the meaning, or (for the named kinds) no collapse of that kind.
     """
-    table = _thresholds(run)
+    events = _all_events(run)  # read once: the headline rows and, for "sudden", every event
+    table = largest(events)
     row = table[table["metric"] == meaning]
     if row.empty:
         raise RunError(f"{run.path}/thresholds.csv has no row for {meaning!r}; rerun `sdprobe thresholds {run.path}`")
@@ -103,14 +104,14 @@ def resolve_window(run: RunDir, meaning: str, window: str | tuple[float, float] 
         return {"kind": "given", "start": float(window[0]), "stop": float(window[1]),
                 "collapse": str(r["kind"]), "threshold": float(r["threshold"])}
     if window == "sudden":
-        events = _all_events(run)
-        events = events[(events["metric"] == meaning) & (events["kind"] == "sudden")]
-        if events.empty:
-            have = sudden_meanings(run, list(table["metric"]), any_event=True)
+        sudden = events[events["kind"] == "sudden"]
+        mine = sudden[sudden["metric"] == meaning]
+        if mine.empty:
+            have = list(dict.fromkeys(sudden["metric"]))
             raise RunError(f"{meaning} has no sudden collapse in {run.path} (its largest event: {r['kind']}); no "
                            f"sudden window to search. Meanings with one: {', '.join(have) or 'none'}; or use "
                            "--window transition for the largest event")
-        r = events.loc[events["drop"].astype(float).idxmax()]
+        r = mine.loc[mine["drop"].astype(float).idxmax()]
     info = {"collapse": str(r["kind"]), "threshold": float(r["threshold"])}
     keys = {"transition": ("s_hold", "s_fail"), "bracket": ("s_lo", "s_hi"), "sudden": ("s_hold", "s_fail")}[window]
     start, stop = (float(r[k]) if k in r else float("nan") for k in keys)
