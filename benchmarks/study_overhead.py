@@ -20,8 +20,8 @@ Scales:
     --scaled   every per-image and per-level setting of the default recipe (10 steps, 32 prompts per level,
                refinement to 0.005, 16 search / 96 confirmation prompts, 48 bias images per group, 96 images per
                debiasing control), but two sweeps (te-magnitude, unet-wanda), an isolation search budget of 60
-               tests, 19 debiasing controls at alpha 0.05 and 8 attribution prompts: about 30 minutes.
-    (none)     the full default study: well over an hour on 2 cores.
+               tests, 19 debiasing controls at alpha 0.05 and 8 attribution prompts: about 11 minutes on 2 cores.
+    (none)     the full default study: about 30 minutes on 2 cores.
 
 Usage:
     python benchmarks/study_overhead.py --quick
