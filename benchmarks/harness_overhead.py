@@ -57,13 +57,17 @@ def bare_generate(pipe, prompts: list[str], seeds: list[int], config: Generation
     return np.concatenate(out)
 
 
-def timed(fn, *args) -> tuple[float, np.ndarray]:
+def synchronize() -> None:
+    """Wait for queued GPU work, so that a clock read next counts it (nothing to do without CUDA)."""
     if torch.cuda.is_available():
         torch.cuda.synchronize()
+
+
+def timed(fn, *args) -> tuple[float, np.ndarray]:
+    synchronize()
     t0 = time.perf_counter()
     result = fn(*args)
-    if torch.cuda.is_available():
-        torch.cuda.synchronize()
+    synchronize()
     return time.perf_counter() - t0, result
 
 

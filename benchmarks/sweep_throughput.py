@@ -12,8 +12,8 @@ This script generates the same prompts and seeds, in the same batches, three way
   restore), timed where the sweep pays them.
 
 It prints the images per second of each, and the sweep's steady rate (its wall time less its one-off costs)
-against the bare rate. The target is >= 0.95 on a GPU at Stable Diffusion's own settings (SD2-shaped components, 512 px,
-50 steps, float16); on a CPU with the organism it shows what the harness costs per image there.
+against the bare rate. The target is >= 0.95 on a GPU at Stable Diffusion's own settings (SD2-shaped components,
+512 px, 50 steps, float16); on a CPU with the organism it shows what the harness costs per image there.
 
 Usage:
     python benchmarks/sweep_throughput.py --quick                                  # organism, seconds
@@ -32,7 +32,7 @@ from pathlib import Path
 
 import torch
 
-from harness_overhead import bare_generate, timed  # the same bare call, from this folder
+from harness_overhead import bare_generate, synchronize, timed  # the same bare call and clock, from this folder
 import sdprobe.sweep.run as sweep_module
 from sdprobe.generate import GenerationConfig
 from sdprobe.sweep import ComponentPlan, SweepConfig, run_sweep, sweep_prompts
@@ -59,30 +59,26 @@ def bare(pipe, prompts: list[str], seeds: list[int], generation: GenerationConfi
 
 
 @contextlib.contextmanager
-def one_off_costs(device: str):
+def one_off_costs():
     """Time, inside every sweep run while this is entered, how long entering and leaving its masks take.
 
     Yields a dict that receives ``entry`` and ``exit`` (seconds) and ``moves`` (the masks' kinds of moves).
     """
     real, found = sweep_module.progressive_masks, {}
 
-    def sync() -> None:
-        if str(device).startswith("cuda"):
-            torch.cuda.synchronize()
-
     @contextlib.contextmanager
     def timed_masks(*args, **kwargs):
         with contextlib.ExitStack() as stack:
-            sync()
+            synchronize()
             t0 = time.perf_counter()
             masks = stack.enter_context(real(*args, **kwargs))
-            sync()
+            synchronize()
             found["entry"] = time.perf_counter() - t0
             found["moves"] = sorted({m.moves for m in masks.values()})
             yield masks
-            sync()
+            synchronize()
             t1 = time.perf_counter()
-        sync()
+        synchronize()
         found["exit"] = time.perf_counter() - t1
 
     sweep_module.progressive_masks = timed_masks
@@ -137,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     bare(pipe, prompts[:args.batch_size], seeds[:args.batch_size], generation, 1)  # warm-up
     before = bare(pipe, prompts, seeds, generation, levels)
 
-    with tempfile.TemporaryDirectory() as tmp, one_off_costs(args.device) as one_off:
+    with tempfile.TemporaryDirectory() as tmp, one_off_costs() as one_off:
         swept, run = timed(run_sweep, pipe, config, Path(tmp) / "run", False)
         images = len(run.results())
     after = bare(pipe, prompts, seeds, generation, levels)
